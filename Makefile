@@ -1,0 +1,56 @@
+# quantdb-ops: the two commands are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+LAB_DB    := qdb-lab-db1
+DB        := quant_platform
+export SQL
+
+.PHONY: help setup demo test lab-up lab-down site psql lint yamllint ansible-lint pytest molecule clean
+
+help:
+	@echo "make demo      lab up + site.yml + summary (main job)"
+	@echo "make test      yamllint, ansible-lint, pytest, every Molecule scenario"
+	@echo "make lab-up | lab-down | site | psql SQL=\"...\""
+
+setup:
+	@bash scripts/setup.sh
+
+lab-up: setup
+	ansible-playbook -i inventory/lab playbooks/lab.yml
+
+lab-down: setup
+	ansible-playbook -i inventory/lab playbooks/lab.yml -e lab_state=absent
+
+site: setup
+	ansible-playbook -i inventory/lab playbooks/site.yml
+
+demo: lab-up site
+	@bash scripts/demo-summary.sh
+
+psql:
+	@[ -n "$$SQL" ] || { echo 'usage: make psql SQL="select 1"' >&2; exit 2; }
+	@printf '%s\n' "$$SQL" | podman exec -i -u postgres $(LAB_DB) psql -XAtq -v ON_ERROR_STOP=1 -d $(DB)
+
+yamllint: setup
+	yamllint -s .
+
+ansible-lint: setup
+	ansible-lint --profile production
+
+lint: yamllint ansible-lint
+
+pytest: setup
+	bash scripts/run-pytest.sh tests
+
+molecule: setup
+	molecule test --all
+
+test: setup
+	@bash scripts/test.sh
+
+clean: lab-down

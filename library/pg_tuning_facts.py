@@ -1,0 +1,101 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pg_tuning_facts
+short_description: Compute PostgreSQL memory and parallelism settings from the host it runs on
+description:
+  - Reads the memory and CPUs the database server can really use on the target host, the
+    smallest of C(/proc/meminfo) MemTotal, the cgroup memory limit (v1 or v2) and O(memory_mb);
+    CPUs likewise from the affinity mask, a CFS quota and O(cpus).
+  - Returns the settings computed by C(module_utils/pg_tuning.py) (the operations guide's rules).
+  - Read-only; never reports a change, so it runs unchanged in check mode.
+options:
+  memory_mb:
+    description: Explicit memory ceiling in MB; 0 means detect only.
+    type: int
+    default: 0
+  cpus:
+    description: Explicit CPU ceiling; 0 means detect only.
+    type: int
+    default: 0
+  max_connections:
+    description: max_connections the work_mem formula divides by.
+    type: int
+    default: 100
+  rules:
+    description: Overrides of the tuning rules (ratios and caps), see C(DEFAULT_RULES).
+    type: dict
+    default: {}
+author: quantdb-ops
+"""
+
+EXAMPLES = r"""
+- name: Compute tuning for this host
+  pg_tuning_facts:
+    max_connections: 100
+    memory_mb: 0
+  register: tuning
+"""
+
+RETURN = r"""
+memory_mb:
+  description: Memory the settings were computed for.
+  returned: always
+  type: int
+cpus:
+  description: CPUs the settings were computed for.
+  returned: always
+  type: int
+detected:
+  description: What each source reported (meminfo_mb, cgroup_memory_mb, cpu_count, cgroup_cpus).
+  returned: always
+  type: dict
+settings:
+  description: postgresql.conf settings, values as strings (e.g. C(512MB)).
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.pg_tuning import (
+    DEFAULT_RULES, cgroup_cpu_limit, cgroup_memory_limit_mb, compute_settings,
+    cpu_count, effective_resource, meminfo_total_mb,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            memory_mb=dict(type="int", default=0),
+            cpus=dict(type="int", default=0),
+            max_connections=dict(type="int", default=100),
+            rules=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    unknown = sorted(set(p["rules"]) - set(DEFAULT_RULES))
+    if unknown:
+        module.fail_json(msg="rules: unknown key(s) %s; known: %s" % (", ".join(unknown), ", ".join(sorted(DEFAULT_RULES))))
+    detected = {
+        "meminfo_mb": meminfo_total_mb(),
+        "cgroup_memory_mb": cgroup_memory_limit_mb(),
+        "cpu_count": cpu_count(),
+        "cgroup_cpus": cgroup_cpu_limit(),
+    }
+    try:
+        memory = effective_resource(detected["meminfo_mb"], detected["cgroup_memory_mb"], p["memory_mb"])
+        cpus = effective_resource(detected["cpu_count"], detected["cgroup_cpus"], p["cpus"])
+        settings = compute_settings(memory, cpus, p["max_connections"], p["rules"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc), detected=detected)
+    module.exit_json(changed=False, memory_mb=memory, cpus=cpus, detected=detected, settings=settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: schema_migrations
+short_description: Apply versioned SQL migrations in order and record them
+description:
+  - Applies each migration whose version is not yet recorded in O(table), in version order,
+    each in its own transaction together with its record (version, name, checksum, time).
+  - A migration already applied whose SQL changed since (checksum differs) fails the run,
+    naming the version, unless O(allow_checksum_mismatch) is set; nothing is applied then.
+  - Holds an advisory lock so two runs never interleave.
+  - In check mode it connects, reads what is recorded and returns the pending migrations
+    without running them; C(changed) is true exactly when something is pending.
+options:
+  migrations:
+    description: List of migrations, each with C(version), C(name), C(sql) and optional C(transactional) (default true).
+    type: list
+    elements: dict
+    required: true
+  table:
+    description: Table that records applied migrations (created when missing).
+    type: str
+    default: schema_migrations
+  allow_checksum_mismatch:
+    description: Only warn, instead of failing, when an applied migration's SQL changed.
+    type: bool
+    default: false
+extends_documentation_fragment: []
+notes:
+  - Connection options (login_host, login_port, login_user, login_password, login_db, ssl_mode)
+    are those of every quantdb-ops module; see C(module_utils/quantdb_pg.py).
+author: quantdb-ops
+"""
+
+EXAMPLES = r"""
+- name: Apply migrations
+  schema_migrations:
+    login_db: quant_platform
+    migrations:
+      - {version: "0001", name: extensions, sql: "CREATE EXTENSION IF NOT EXISTS timescaledb;"}
+"""
+
+RETURN = r"""
+applied:
+  description: Migrations applied by this run, with C(version), C(name) and C(ms).
+  returned: always
+  type: list
+pending:
+  description: Versions not applied before this run (in check mode, what would be applied).
+  returned: always
+  type: list
+already_applied:
+  description: Versions recorded before this run.
+  returned: always
+  type: list
+checksum_mismatches:
+  description: Applied versions whose SQL differs from what was recorded.
+  returned: always
+  type: list
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, sha256_text, sql
+
+LOCK_KEY = 4242001  # advisory lock id for migrations (any constant unique to this tool)
+
+
+def validate(module, migrations):
+    seen = set()
+    for index, item in enumerate(migrations):
+        for key in ("version", "name", "sql"):
+            if not str(item.get(key) or "").strip():
+                module.fail_json(msg="migrations[%d]: '%s' is required" % (index, key))
+        version = str(item["version"])
+        if version in seen:
+            module.fail_json(msg="migrations[%d]: duplicate version %s" % (index, version))
+        seen.add(version)
+    return sorted(migrations, key=lambda m: str(m["version"]))
+
+
+def main():
+    argument_spec = connection_argument_spec()
+    argument_spec.update(
+        migrations=dict(type="list", elements="dict", required=True),
+        table=dict(type="str", default="schema_migrations"),
+        allow_checksum_mismatch=dict(type="bool", default=False),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    migrations = validate(module, module.params["migrations"])
+    table = sql.Identifier(module.params["table"])
+
+    conn = connect(module, autocommit=True)
+    result = dict(changed=False, applied=[], pending=[], already_applied=[], checksum_mismatches=[])
+    with conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (module.params["table"],)).fetchone()[0]
+        recorded = {}
+        if exists:
+            rows = conn.execute(sql.SQL("SELECT version, checksum FROM {}").format(table)).fetchall()
+            recorded = dict(rows)
+        result["already_applied"] = sorted(recorded)
+
+        for item in migrations:
+            version = str(item["version"])
+            if version in recorded and recorded[version] != sha256_text(item["sql"]):
+                result["checksum_mismatches"].append(version)
+        if result["checksum_mismatches"] and not module.params["allow_checksum_mismatch"]:
+            module.fail_json(msg="applied migration(s) %s changed since they ran; write a new migration instead "
+                                 "of editing an applied one (or set allow_checksum_mismatch)"
+                                 % ", ".join(result["checksum_mismatches"]), **result)
+        for version in result["checksum_mismatches"]:
+            module.warn("migration %s changed since it was applied" % version)
+
+        pending = [m for m in migrations if str(m["version"]) not in recorded]
+        result["pending"] = [str(m["version"]) for m in pending]
+        result["changed"] = bool(pending)
+        if module.check_mode or not pending:
+            module.exit_json(**result)
+
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (version text PRIMARY KEY, name text NOT NULL, "
+            "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), "
+            "execution_ms double precision NOT NULL)").format(table))
+        record = sql.SQL("INSERT INTO {} (version, name, checksum, execution_ms) VALUES (%s, %s, %s, %s)").format(table)
+        for item in pending:
+            version = str(item["version"])
+            watch = Stopwatch()
+            try:
+                if item.get("transactional", True):
+                    with conn.transaction():
+                        conn.execute(item["sql"])
+                        conn.execute(record, (version, item["name"], sha256_text(item["sql"]), watch.ms))
+                else:
+                    conn.execute(item["sql"])
+                    conn.execute(record, (version, item["name"], sha256_text(item["sql"]), watch.ms))
+            except Exception as exc:  # psycopg.Error and friends: report which migration broke
+                module.fail_json(msg="migration %s (%s) failed: %s" % (version, item["name"], str(exc).strip()), **result)
+            result["applied"].append(dict(version=version, name=item["name"], ms=watch.ms))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
