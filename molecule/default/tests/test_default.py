@@ -1,0 +1,180 @@
+"""What a DBA would check by hand after site.yml, on the Molecule container.
+
+Runs after converge and the idempotence step. Two tests run the playbook again from
+here: a --check --diff converge that must report no change, and a no-op converge that
+must not restart the postmaster.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+sys.path.insert(0, os.path.join(PROJECT, "module_utils"))
+import pg_tuning  # noqa: E402
+
+testinfra_hosts = ["ansible://qdb-molecule-db1?ansible_inventory=" + os.environ.get("MOLECULE_INVENTORY_FILE", "")]
+
+
+def psql(host, query, db="quant_platform"):
+    cmd = host.run("runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d %s -c %s", db, query)
+    assert cmd.rc == 0, cmd.stderr
+    return cmd.stdout.strip()
+
+
+def psql_as(host, user, password, query):
+    """Connect over TCP with a password, as an application would."""
+    return host.run(
+        "env PGPASSWORD=%s psql -XAtq -v ON_ERROR_STOP=1 -h 127.0.0.1 -U %s -d quant_platform -c %s",
+        password, user, query)
+
+
+def lab_password(name):
+    path = os.path.join(PROJECT, "inventory", "lab", "group_vars", "all.yml")
+    with open(path) as handle:
+        match = re.search(r"^access_%s_password: (\S+)$" % name, handle.read(), re.M)
+    return match.group(1)
+
+
+def run_converge(*extra):
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+           os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml")] + list(extra)
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    return proc, time.monotonic() - started
+
+
+def recap(output):
+    match = re.search(r"qdb-molecule-db1\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
+    assert match, output[-3000:]
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups())))
+
+
+def test_postgresql_17_runs_with_checksums(host):
+    assert psql(host, "SHOW server_version_num").startswith("17")
+    assert psql(host, "SHOW data_checksums") == "on"
+    assert host.service("postgresql@17-main").is_enabled
+
+
+def test_timescaledb_in_quant_platform_with_detected_license(host):
+    assert re.match(r"^2\.\d+", psql(host, "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"))
+    assert psql(host, "SHOW timescaledb.license") == "apache"  # Debian's build
+    assert psql(host, "SHOW timescaledb.max_background_workers") == "8"
+    assert psql(host, "SHOW timescaledb.telemetry_level") == "off"
+    libs = psql(host, "SHOW shared_preload_libraries").split(",")
+    assert {"timescaledb", "pg_stat_statements", "pg_cron"} <= set(lib.strip() for lib in libs)
+
+
+def test_ohlcv_data_is_a_hypertable_with_yearly_chunks_and_unique_key(host):
+    rows = psql(host, "SELECT hypertable_name || ':' || time_interval FROM timescaledb_information.dimensions "
+                      "ORDER BY 1").splitlines()
+    assert rows == ["factor_scores:365 days", "ohlcv_data:365 days", "technical_analysis:365 days"]
+    assert psql(host, "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_ohlcv_ticker_region_date'") == \
+        "CREATE UNIQUE INDEX idx_ohlcv_ticker_region_date ON public.ohlcv_data USING btree (ticker, region, date DESC)"
+    # The key holds: a second bar for the same ticker and session is refused.
+    out = host.run("runuser -u postgres -- psql -XAtq -d quant_platform -c %s",
+                   "BEGIN; INSERT INTO ohlcv_data (ticker, region, date, close) VALUES ('T', 'KR', '2024-01-02', 1), "
+                   "('T', 'KR', '2024-01-02', 2); ROLLBACK;")
+    assert "duplicate key value violates unique constraint" in out.stderr
+
+
+def test_migrations_recorded_in_order(host):
+    assert psql(host, "SELECT string_agg(version || ' ' || name, ',' ORDER BY version) FROM schema_migrations") == \
+        "0001 tickers,0002 ohlcv_data,0003 technical_analysis,0004 factor_scores,0005 ohlcv_monthly"
+
+
+def test_monthly_rollup_is_a_materialized_view_refreshed_by_pg_cron(host):
+    assert psql(host, "SELECT count(*) FROM pg_matviews WHERE matviewname = 'ohlcv_monthly'") == "1"
+    assert psql(host, "SELECT schedule || '|' || command FROM cron.job WHERE jobname = 'quantdb-refresh-ohlcv-monthly'") == \
+        "30 1 * * *|REFRESH MATERIALIZED VIEW CONCURRENTLY public.ohlcv_monthly"
+    # The job's command really works against the view.
+    psql(host, "REFRESH MATERIALIZED VIEW CONCURRENTLY public.ohlcv_monthly")
+
+
+def test_settings_equal_the_computed_values_for_the_container_memory_limit(host):
+    limit_mb = int(host.file("/sys/fs/cgroup/memory/memory.limit_in_bytes").content_string.strip()) // (1024 * 1024) \
+        if host.file("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists \
+        else int(host.file("/sys/fs/cgroup/memory.max").content_string.strip()) // (1024 * 1024)
+    assert limit_mb == 2048, "the scenario runs with --memory=2g"
+    cpus = int(host.run("nproc").stdout.strip())
+    expected = pg_tuning.compute_settings(limit_mb, cpus, 100)
+    for name, value in expected.items():
+        assert psql(host, "SHOW %s" % name) == value, name
+    assert psql(host, "SHOW shared_buffers") == "512MB"  # 25% of 2 GB, not of the host's RAM
+    fixed = {"random_page_cost": "1.1", "effective_io_concurrency": "200", "checkpoint_completion_target": "0.9",
+             "max_wal_size": "4GB", "password_encryption": "scram-sha-256", "log_min_duration_statement": "1s",
+             "log_lock_waits": "on", "log_checkpoints": "on", "log_temp_files": "0"}
+    for name, value in fixed.items():
+        assert psql(host, "SHOW %s" % name) == value, name
+    assert psql(host, "SELECT count(*) FROM pg_settings WHERE pending_restart") == "0"
+
+
+def test_pg_hba_has_no_trust_and_no_open_address(host):
+    rules = psql(host, "SELECT type || ' ' || array_to_string(database, ',') || ' ' || array_to_string(user_name, ',') "
+                       "|| ' ' || coalesce(address, '-') || ' ' || auth_method FROM pg_hba_file_rules ORDER BY rule_number")
+    assert "trust" not in rules
+    assert "0.0.0.0" not in rules
+    assert rules.splitlines()[0] == "local all postgres - peer"
+    assert "trust" not in host.file("/etc/postgresql/17/main/pg_hba.conf").content_string.replace("# ", "")
+    assert psql(host, "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL") == "0"
+
+
+def test_reporting_user_reads_but_cannot_write(host):
+    pw = lab_password("reporting_user")
+    assert psql_as(host, "reporting_user", pw, "SELECT count(*) FROM ohlcv_data").stdout.strip() == "0"
+    denied = psql_as(host, "reporting_user", pw,
+                     "INSERT INTO tickers (ticker, region, exchange) VALUES ('X', 'KR', 'XKRX')")
+    assert denied.rc != 0 and "permission denied for table tickers" in denied.stderr
+    assert psql_as(host, "reporting_user", pw, "CREATE TABLE t (i int)").rc != 0
+    assert psql_as(host, "reporting_user", pw, "SHOW statement_timeout").stdout.strip() == "1min"
+    assert psql_as(host, "reporting_user", "wrong-password-123", "SELECT 1").rc != 0
+
+
+def test_writer_writes_and_roles_are_least_privilege(host):
+    pw = lab_password("quant_app")
+    ok = psql_as(host, "quant_app", pw, "BEGIN; INSERT INTO ohlcv_data (ticker, region, date, close) "
+                                        "VALUES ('T', 'KR', '2024-01-02', 1); ROLLBACK;")
+    assert ok.rc == 0, ok.stderr
+    assert psql_as(host, "quant_app", pw, "CREATE TABLE t (i int)").rc != 0  # no CREATE on public
+    roles = psql(host, "SELECT rolname || ':' || rolsuper || rolcreaterole || rolcreatedb || ':' || rolconnlimit "
+                       "FROM pg_roles WHERE rolname IN ('quant_app','reporting_user','quant_monitor','quant_backup') "
+                       "ORDER BY 1").splitlines()
+    assert roles == ["quant_app:falsefalsefalse:50", "quant_backup:falsefalsefalse:5",
+                     "quant_monitor:falsefalsefalse:5", "reporting_user:falsefalsefalse:10"]
+    assert psql(host, "SELECT pg_has_role('quant_monitor', 'pg_monitor', 'member')") == "t"
+    assert psql(host, "SELECT rolreplication FROM pg_roles WHERE rolname = 'quant_backup'") == "t"
+    assert psql(host, "SELECT count(*) FROM pg_authid WHERE rolname LIKE 'quant_%' AND rolpassword NOT LIKE 'SCRAM-SHA-256$%'") == "0"
+    assert psql(host, "SELECT has_database_privilege('public', 'quant_platform', 'CONNECT')") == "f"
+
+
+def test_check_mode_converge_reports_no_changes():
+    proc, _ = run_converge("--check", "--diff")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+
+
+def test_noop_converge_changes_nothing_and_never_restarts(host):
+    before = psql(host, "SELECT pg_postmaster_start_time()")
+    proc, seconds = run_converge()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    assert psql(host, "SELECT pg_postmaster_start_time()") == before
+    print("no-op converge took %.1f s" % seconds)
+
+
+@pytest.mark.parametrize("var,value", [
+    ("postgresql_max_connections", "5"),
+    ("postgresql_hba_entries", '[{"type": "host", "database": "all", "user": "all", "address": "0.0.0.0/0", "method": "trust"}]'),
+    ("postgresql_shared_buffers_ratio", "0.9"),
+    ("schema_ohlcv_chunk_interval", "forever"),
+])
+def test_bad_input_fails_before_any_change(host, var, value):
+    before = psql(host, "SELECT pg_postmaster_start_time()")
+    proc, _ = run_converge("-e", "%s=%s" % (var, value) if not value.startswith("[") else '{"%s": %s}' % (var, value))
+    assert proc.returncode != 0
+    assert var in proc.stdout + proc.stderr
+    assert recap(proc.stdout)["changed"] == 0
+    assert psql(host, "SELECT pg_postmaster_start_time()") == before
