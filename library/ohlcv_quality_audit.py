@@ -1,0 +1,429 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: ohlcv_quality_audit
+short_description: Data quality audit of ohlcv_data, set-based, with an optional duplicate fix
+description:
+  - Runs the checks missing_sessions, extra_sessions, duplicates, null_values, ohlc_violations,
+    non_positive_prices, negative_volume, price_anomalies, split_jumps, zero_volume_moves,
+    stale_tickers and future_dates over the scope given (region, tickers, date window), and
+    returns a report C({generated_at, database, rows_scanned, checks: {NAME: {status, count, samples}}}).
+  - Sessions come from exchange_sessions, by each ticker's exchange (tickers.exchange, else
+    O(region_exchanges)).
+  - price_anomalies uses a robust z-score of daily log returns (median and IQR per ticker over the
+    scope plus O(lookback_days)): a bar is an anomaly when its return is beyond O(z_threshold) and
+    the next return reverts it (a spike), or when it is a lone jump not at a split ratio. Lone jumps
+    at a split ratio (1/10 .. 10, the day's ordinary move allowed for) that corporate_actions does not
+    explain are split_jumps.
+  - Records one row per check in quality_audit_results (unless O(record_results) is false); that
+    log is not counted as a change. C(changed) is true only when O(fix) removes duplicates.
+  - O(fix=true) deletes duplicate bars keeping the earliest created_at (then lowest id), in one
+    transaction. In check mode it reports what would be deleted and deletes nothing.
+options:
+  region: {description: Only this region., type: str}
+  tickers: {description: Only these tickers., type: list, elements: str}
+  start_date: {description: First date audited (ISO); default the first bar., type: str}
+  end_date: {description: Last date audited (ISO); default the last bar., type: str}
+  checks: {description: Checks to run (default all)., type: list, elements: str}
+  thresholds: {description: "Per check {warn: N, fail: N}: status is fail when count >= fail, warn when count >= warn.", type: dict, default: {}}
+  z_threshold: {description: Robust z-score beyond which a daily return is extreme., type: float, default: 10.0}
+  lookback_days: {description: Days before start_date read for returns and their statistics., type: int, default: 400}
+  stale_sessions: {description: An active ticker is stale when its last bar is more than this many sessions old., type: int, default: 7}
+  split_tolerance: {description: "A jump is at a split ratio k when, less ln(k), its return is within this many robust sigmas of the median.", type: float, default: 4.0}
+  region_exchanges: {description: Exchange of each region for tickers without one., type: dict, default: {KR: XKRX, US: XNYS}}
+  sample_size: {description: Samples per check., type: int, default: 5}
+  work_mem: {description: work_mem for the audit's sorts., type: str, default: 256MB}
+  fix: {description: Remove duplicates (earliest created_at wins)., type: bool, default: false}
+  record_results: {description: Store per-check counts in quality_audit_results., type: bool, default: true}
+notes:
+  - Connection options are those of every quantdb-ops module.
+author: quantdb-ops
+"""
+
+EXAMPLES = r"""
+- name: Nightly audit of the latest KR sessions
+  ohlcv_quality_audit:
+    login_db: quant_platform
+    region: KR
+    start_date: "2025-10-27"
+  register: audit
+"""
+
+RETURN = r"""
+report: {description: The audit report (see description)., returned: always, type: dict}
+failed_checks: {description: Names of the checks whose status is fail., returned: always, type: list}
+fixed: {description: "Duplicates deleted (or, in check mode, that would be).", returned: always, type: int}
+"""
+
+import json
+from datetime import date, datetime, timezone
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, psycopg, sql
+
+CHECKS = ["missing_sessions", "extra_sessions", "duplicates", "null_values", "ohlc_violations",
+          "non_positive_prices", "negative_volume", "price_anomalies", "split_jumps",
+          "zero_volume_moves", "stale_tickers", "future_dates"]
+DEFAULT_THRESHOLDS = {
+    "missing_sessions": {"warn": 1, "fail": 50}, "extra_sessions": {"warn": 1, "fail": 10},
+    "duplicates": {"warn": 1, "fail": 1}, "null_values": {"warn": 1, "fail": 1},
+    "ohlc_violations": {"warn": 1, "fail": 1}, "non_positive_prices": {"warn": 1, "fail": 1},
+    "negative_volume": {"warn": 1, "fail": 1}, "price_anomalies": {"warn": 1, "fail": 1},
+    "split_jumps": {"warn": 1, "fail": 1}, "zero_volume_moves": {"warn": 1, "fail": None},
+    "stale_tickers": {"warn": 1, "fail": None}, "future_dates": {"warn": 1, "fail": 1},
+}
+SPLIT_RATIOS = [0.1, 0.2, 0.25, 1.0 / 3, 0.5, 2.0, 3.0, 4.0, 5.0, 10.0]
+
+
+def jsonable(value):
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def rows_as_dicts(cur):
+    names = [d.name for d in cur.description]
+    return [{k: jsonable(v) for k, v in zip(names, row)} for row in cur.fetchall()]
+
+
+class Audit(object):
+    def __init__(self, module, conn):
+        self.m = module
+        self.p = module.params
+        self.conn = conn
+        self.cur = conn.cursor()
+        self.counts = {}
+        self.samples = {}
+        self.notes = {}
+
+    # Scope ---------------------------------------------------------------------------
+    def ticker_scope(self, alias=""):
+        """WHERE parts and arguments for the region and tickers options."""
+        a = alias + "." if alias else ""
+        parts, args = [], []
+        if self.p["region"]:
+            parts.append(a + "region = %s")
+            args.append(self.p["region"])
+        if self.p["tickers"]:
+            parts.append(a + "ticker = ANY(%s)")
+            args.append(self.p["tickers"])
+        return parts, args
+
+    def scope_sql(self, with_lookback=False, alias=""):
+        """The full scope (tickers and dates) as one WHERE expression and its arguments."""
+        a = alias + "." if alias else ""
+        parts, args = self.ticker_scope(alias)
+        if self.p["start_date"]:
+            parts.append(a + ("date >= %s::date - %s" if with_lookback else "date >= %s::date"))
+            args.extend([self.p["start_date"], self.p["lookback_days"]] if with_lookback else [self.p["start_date"]])
+        if self.p["end_date"]:
+            parts.append(a + "date <= %s::date")
+            args.append(self.p["end_date"])
+        return (" AND ".join(parts) or "true"), args
+
+    def q(self, query, args=()):
+        self.cur.execute(query, args)
+
+    # Passes --------------------------------------------------------------------------
+    def stage(self):
+        """One scan of the scope (plus lookback) into a temp table with each bar's log
+        return; every later check reads this, not ohlcv_data."""
+        where, args = self.scope_sql(with_lookback=True)
+        in_window = "date >= %s::date" % "%s" if self.p["start_date"] else "true"
+        win_args = [self.p["start_date"]] if self.p["start_date"] else []
+        self.q("""
+            CREATE TEMP TABLE qa_bars ON COMMIT DROP AS
+            SELECT ticker, region, date, open, high, low, close, volume, prev_close,
+                   CASE WHEN close > 0 AND prev_close > 0 AND date <= current_date
+                        THEN ln(close / prev_close) END AS r,
+                   (%s) AS in_window
+            FROM (SELECT ticker, region, date, open, high, low, close, volume,
+                         lag(close) OVER (PARTITION BY ticker, region ORDER BY date) AS prev_close
+                  FROM public.ohlcv_data WHERE %s AND date <= current_date
+                  UNION ALL
+                  SELECT ticker, region, date, open, high, low, close, volume, NULL
+                  FROM public.ohlcv_data WHERE %s AND date > current_date) b""" % (in_window, where, where),
+               win_args + args + args)
+        self.q("SELECT count(*) FILTER (WHERE in_window) FROM qa_bars")
+        self.rows_scanned = self.cur.fetchone()[0]
+        self.q("ANALYZE qa_bars")
+        # Each ticker's exchange: tickers.exchange, else the region's.
+        self.q("""CREATE TEMP TABLE qa_tickers ON COMMIT DROP AS
+                  SELECT k.ticker, k.region, coalesce(t.exchange, m.exchange) AS exchange
+                  FROM (SELECT DISTINCT ticker, region FROM qa_bars) k
+                  LEFT JOIN public.tickers t USING (ticker, region)
+                  LEFT JOIN (SELECT key AS region, value AS exchange FROM jsonb_each_text(%s::jsonb)) m USING (region)""",
+               (json.dumps(self.p["region_exchanges"]),))
+
+    def row_checks(self):
+        n = self.p["sample_size"]
+        self.q("""
+            SELECT count(*) FILTER (WHERE nulls),
+                   count(*) FILTER (WHERE ohlc),
+                   count(*) FILTER (WHERE nonpos),
+                   count(*) FILTER (WHERE negvol),
+                   count(*) FILTER (WHERE zeromove),
+                   count(*) FILTER (WHERE future),
+                   (array_agg(j) FILTER (WHERE nulls))[1:%(n)s],
+                   (array_agg(j) FILTER (WHERE ohlc))[1:%(n)s],
+                   (array_agg(j) FILTER (WHERE nonpos))[1:%(n)s],
+                   (array_agg(j) FILTER (WHERE negvol))[1:%(n)s],
+                   (array_agg(j) FILTER (WHERE zeromove))[1:%(n)s],
+                   (array_agg(j) FILTER (WHERE future))[1:%(n)s]
+            FROM (SELECT jsonb_build_object('ticker', ticker, 'region', region, 'date', date, 'open', open,
+                         'high', high, 'low', low, 'close', close, 'volume', volume) AS j,
+                         (open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR volume IS NULL) AS nulls,
+                         coalesce(high < greatest(open, close) OR low > least(open, close) OR high < low, false) AS ohlc,
+                         coalesce(least(open, high, low, close) <= 0, false) AS nonpos,
+                         coalesce(volume < 0, false) AS negvol,
+                         coalesce(volume = 0 AND prev_close IS NOT NULL AND close <> prev_close, false) AS zeromove,
+                         date > current_date AS future
+                  FROM qa_bars WHERE in_window) f
+            WHERE nulls OR ohlc OR nonpos OR negvol OR zeromove OR future""", {"n": n})
+        row = self.cur.fetchone()
+        names = ["null_values", "ohlc_violations", "non_positive_prices", "negative_volume",
+                 "zero_volume_moves", "future_dates"]
+        for i, name in enumerate(names):
+            self.counts[name] = row[i]
+            self.samples[name] = row[6 + i] or []
+
+    def return_checks(self):
+        """Robust z of log returns per ticker: (r - median) / (IQR / 1.349)."""
+        n = self.p["sample_size"]
+        ratios = "ARRAY[%s]::float8[]" % ",".join(repr(r) for r in SPLIT_RATIOS)
+        self.q("""
+            CREATE TEMP TABLE qa_flags ON COMMIT DROP AS
+            WITH stats AS (
+                SELECT ticker, region, q[2] AS med, (q[3] - q[1]) / 1.349 AS sigma
+                FROM (SELECT ticker, region,
+                             percentile_cont(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY r) AS q
+                      FROM qa_bars WHERE r IS NOT NULL GROUP BY ticker, region) s),
+            z AS (
+                SELECT b.ticker, b.region, b.date, b.close, b.prev_close, b.r, b.in_window, s.med, s.sigma,
+                       (b.r - s.med) / nullif(s.sigma, 0) AS z
+                FROM qa_bars b JOIN stats s USING (ticker, region)
+                WHERE b.r IS NOT NULL),
+            marked AS (
+                SELECT *, abs(z) > %(thr)s AS extreme,
+                       lead(z) OVER w AS next_z, lag(z) OVER w AS prev_z
+                FROM z WINDOW w AS (PARTITION BY ticker, region ORDER BY date)),
+            classified AS (
+                SELECT *,
+                       extreme AND abs(next_z) > %(thr)s AND sign(next_z) <> sign(z) AS spike,
+                       abs(prev_z) > %(thr)s AND sign(prev_z) <> sign(z) AND extreme AS reversal
+                FROM marked WHERE extreme OR abs(next_z) > %(thr)s)
+            SELECT ticker, region, date, close, prev_close, round(z::numeric, 2) AS z, spike,
+                   NOT spike AND NOT reversal AS jump,
+                   EXISTS (SELECT 1 FROM unnest(%(ratios)s) AS k(ratio)
+                           WHERE abs(r - ln(k.ratio) - med) <= %(tol)s * sigma) AS at_split_ratio,
+                   EXISTS (SELECT 1 FROM public.corporate_actions ca
+                           WHERE ca.ticker = c.ticker AND ca.region = c.region AND ca.ex_date = c.date) AS explained
+            FROM classified c WHERE extreme AND in_window""".replace("%(ratios)s", ratios),
+               {"thr": self.p["z_threshold"], "tol": self.p["split_tolerance"]})
+        self.q("""SELECT count(*) FILTER (WHERE spike OR (jump AND NOT at_split_ratio AND NOT explained)),
+                         count(*) FILTER (WHERE jump AND at_split_ratio AND NOT explained),
+                         (array_agg(to_jsonb(f) - 'jump' - 'explained') FILTER (WHERE spike OR (jump AND NOT at_split_ratio AND NOT explained)))[1:%(n)s],
+                         (array_agg(to_jsonb(f) - 'spike' - 'explained') FILTER (WHERE jump AND at_split_ratio AND NOT explained))[1:%(n)s]
+                  FROM qa_flags f""", {"n": n})
+        row = self.cur.fetchone()
+        self.counts["price_anomalies"], self.counts["split_jumps"] = row[0], row[1]
+        self.samples["price_anomalies"], self.samples["split_jumps"] = row[2] or [], row[3] or []
+
+    def duplicates(self):
+        self.q("""SELECT EXISTS (
+                      SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                      WHERE i.indrelid = 'public.ohlcv_data'::regclass AND i.indisunique AND i.indpred IS NULL
+                      GROUP BY i.indexrelid HAVING array_agg(a.attname::text ORDER BY a.attname) = ARRAY['date', 'region', 'ticker']
+                             AND count(*) = 3)""")
+        if self.cur.fetchone()[0]:
+            self.counts["duplicates"], self.samples["duplicates"] = 0, []
+            self.notes["duplicates"] = "guaranteed by a unique index on (ticker, region, date)"
+            return
+        self.q("""SELECT coalesce(sum(n - 1), 0)::bigint,
+                         (array_agg(jsonb_build_object('ticker', ticker, 'region', region, 'date', date, 'rows', n)))[1:%s]
+                  FROM (SELECT ticker, region, date, count(*) AS n FROM qa_bars WHERE in_window
+                        GROUP BY ticker, region, date HAVING count(*) > 1) d""", (self.p["sample_size"],))
+        self.counts["duplicates"], self.samples["duplicates"] = self.cur.fetchone()
+        self.samples["duplicates"] = self.samples["duplicates"] or []
+
+    def calendar_checks(self):
+        n = self.p["sample_size"]
+        # Session numbers per exchange turn "sessions between two dates" into a subtraction.
+        self.q("""CREATE TEMP TABLE qa_sessions ON COMMIT DROP AS
+                  SELECT exchange, session, row_number() OVER (PARTITION BY exchange ORDER BY session) AS n
+                  FROM public.exchange_sessions
+                  WHERE exchange IN (SELECT DISTINCT exchange FROM qa_tickers)""")
+        self.q("CREATE UNIQUE INDEX ON qa_sessions (exchange, session)")
+        self.q("ANALYZE qa_sessions")
+        self.q("""SELECT array_agg(DISTINCT t.exchange) FROM qa_tickers t
+                  WHERE NOT EXISTS (SELECT 1 FROM qa_sessions s WHERE s.exchange = t.exchange)""")
+        no_calendar = self.cur.fetchone()[0]
+        if no_calendar:
+            self.notes["missing_sessions"] = self.notes["extra_sessions"] = \
+                "no sessions loaded for %s: their tickers are not checked" % ", ".join(no_calendar)
+        # extra_sessions: bars on a date that is not a session, inside the calendar's span.
+        self.q("""SELECT count(*), (array_agg(jsonb_build_object('ticker', b.ticker, 'region', b.region, 'date', b.date)
+                                               ORDER BY b.ticker, b.date))[1:%s]
+                  FROM qa_bars b JOIN qa_tickers t USING (ticker, region)
+                  JOIN (SELECT exchange, min(session) lo, max(session) hi FROM qa_sessions GROUP BY exchange) c
+                    ON c.exchange = t.exchange AND b.date BETWEEN c.lo AND c.hi
+                  WHERE b.in_window AND b.date <= current_date
+                    AND NOT EXISTS (SELECT 1 FROM qa_sessions s WHERE s.exchange = t.exchange AND s.session = b.date)""", (n,))
+        self.counts["extra_sessions"], samples = self.cur.fetchone()
+        self.samples["extra_sessions"] = samples or []
+        # missing_sessions: sessions between a ticker's first and last bar with no bar.
+        self.q("""CREATE TEMP TABLE qa_gaps ON COMMIT DROP AS
+                  WITH span AS (
+                      SELECT b.ticker, b.region, t.exchange, min(b.date) AS lo, max(b.date) AS hi,
+                             count(DISTINCT b.date) FILTER (WHERE s.session IS NOT NULL) AS on_sessions
+                      FROM qa_bars b JOIN qa_tickers t USING (ticker, region)
+                      LEFT JOIN qa_sessions s ON s.exchange = t.exchange AND s.session = b.date
+                      WHERE b.in_window AND b.date <= current_date
+                      GROUP BY b.ticker, b.region, t.exchange),
+                  expected AS (
+                      SELECT sp.*, (SELECT max(n) FROM qa_sessions s WHERE s.exchange = sp.exchange AND s.session <= sp.hi)
+                                 - (SELECT min(n) FROM qa_sessions s WHERE s.exchange = sp.exchange AND s.session >= sp.lo) + 1 AS sessions
+                      FROM span sp)
+                  SELECT * FROM expected WHERE sessions > on_sessions""")
+        self.q("SELECT coalesce(sum(sessions - on_sessions), 0)::bigint FROM qa_gaps")
+        self.counts["missing_sessions"] = self.cur.fetchone()[0]
+        # Ranges of consecutive missing sessions, for the samples (only tickers with gaps).
+        self.q("""SELECT jsonb_build_object('ticker', ticker, 'region', region, 'from', min(session),
+                                            'to', max(session), 'sessions', count(*))
+                  FROM (SELECT g.ticker, g.region, s.session, s.n - row_number() OVER (PARTITION BY g.ticker, g.region ORDER BY s.n) AS island
+                        FROM qa_gaps g JOIN qa_sessions s ON s.exchange = g.exchange AND s.session BETWEEN g.lo AND g.hi
+                        WHERE NOT EXISTS (SELECT 1 FROM qa_bars b WHERE b.ticker = g.ticker AND b.region = g.region AND b.date = s.session)) m
+                  GROUP BY ticker, region, island ORDER BY count(*) DESC, ticker LIMIT %s""", (n,))
+        self.samples["missing_sessions"] = [r[0] for r in self.cur.fetchall()]
+
+    def stale(self):
+        parts, args = self.ticker_scope("t")  # dates do not decide which tickers are active
+        where = " AND ".join(parts) or "true"
+        self.q("""
+            WITH active AS (
+                SELECT t.ticker, t.region, t.exchange FROM public.tickers t WHERE t.is_active AND %s),
+            last_bar AS (
+                SELECT a.*, (SELECT max(o.date) FROM public.ohlcv_data o
+                             WHERE o.ticker = a.ticker AND o.region = a.region AND o.date <= current_date) AS last_date
+                FROM active a),
+            as_of AS (SELECT exchange, max(last_date) AS as_of FROM last_bar GROUP BY exchange),
+            aged AS (
+                SELECT l.ticker, l.region, l.last_date, a.as_of,
+                       (SELECT count(*) FROM public.exchange_sessions s WHERE s.exchange = l.exchange
+                          AND s.session > coalesce(l.last_date, '-infinity') AND s.session <= a.as_of) AS sessions_behind
+                FROM last_bar l JOIN as_of a USING (exchange))
+            SELECT count(*), (array_agg(jsonb_build_object('ticker', ticker, 'region', region, 'last_date', last_date,
+                                                          'as_of', as_of, 'sessions_behind', sessions_behind)
+                                        ORDER BY sessions_behind DESC))[1:%%s]
+            FROM aged WHERE last_date IS NULL OR sessions_behind > %%s""" % where,
+               list(args) + [self.p["sample_size"], self.p["stale_sessions"]])
+        self.counts["stale_tickers"], samples = self.cur.fetchone()
+        self.samples["stale_tickers"] = samples or []
+
+    def fix_duplicates(self):
+        where, args = self.scope_sql()
+        self.q("""DELETE FROM public.ohlcv_data WHERE id IN (
+                      SELECT id FROM (
+                          SELECT id, row_number() OVER (PARTITION BY ticker, region, date ORDER BY created_at, id) AS rn
+                          FROM public.ohlcv_data o
+                          WHERE %s AND (ticker, region, date) IN (
+                              SELECT ticker, region, date FROM public.ohlcv_data WHERE %s
+                              GROUP BY ticker, region, date HAVING count(*) > 1)) d
+                      WHERE rn > 1)""" % (where, where), list(args) + list(args))
+        return self.cur.rowcount
+
+
+def status_of(count, limits):
+    if limits.get("fail") is not None and count >= limits["fail"]:
+        return "fail"
+    if limits.get("warn") is not None and count >= limits["warn"]:
+        return "warn"
+    return "ok"
+
+
+def main():
+    argument_spec = connection_argument_spec()
+    argument_spec.update(
+        region=dict(type="str"), tickers=dict(type="list", elements="str"),
+        start_date=dict(type="str"), end_date=dict(type="str"),
+        checks=dict(type="list", elements="str"), thresholds=dict(type="dict", default={}),
+        z_threshold=dict(type="float", default=10.0), lookback_days=dict(type="int", default=400),
+        stale_sessions=dict(type="int", default=7), split_tolerance=dict(type="float", default=4.0),
+        region_exchanges=dict(type="dict", default={"KR": "XKRX", "US": "XNYS"}),
+        sample_size=dict(type="int", default=5), work_mem=dict(type="str", default="256MB"),
+        fix=dict(type="bool", default=False), record_results=dict(type="bool", default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    p = module.params
+    checks = p["checks"] or CHECKS
+    unknown = sorted(set(checks) - set(CHECKS)) + sorted(set(p["thresholds"]) - set(CHECKS))
+    if unknown:
+        module.fail_json(msg="unknown check(s) %s; known: %s" % (", ".join(unknown), ", ".join(CHECKS)))
+    for key in ("start_date", "end_date"):
+        if p[key]:
+            try:
+                date.fromisoformat(p[key])
+            except ValueError:
+                module.fail_json(msg="%s must be an ISO date (YYYY-MM-DD), got %r" % (key, p[key]))
+    if p["z_threshold"] <= 0 or p["stale_sessions"] < 1 or p["lookback_days"] < 0:
+        module.fail_json(msg="z_threshold must be > 0, stale_sessions >= 1 and lookback_days >= 0")
+
+    watch = Stopwatch()
+    conn = connect(module)
+    audit = Audit(module, conn)
+    fixed = 0
+    try:
+        audit.q("SELECT set_config('work_mem', %s, true)", (p["work_mem"],))
+        if p["fix"]:
+            fixed = audit.fix_duplicates()
+        audit.stage()
+        audit.row_checks()
+        audit.return_checks()
+        audit.duplicates()
+        audit.calendar_checks()
+        audit.stale()
+        seconds = round(watch.ms / 1000.0, 3)
+        generated_at = datetime.now(timezone.utc).isoformat()
+        report_checks = {}
+        for name in checks:
+            limits = dict(DEFAULT_THRESHOLDS[name], **(p["thresholds"].get(name) or {}))
+            entry = {"status": status_of(audit.counts[name], limits), "count": int(audit.counts[name]),
+                     "samples": [jsonable(s) for s in audit.samples.get(name, [])]}
+            if name in audit.notes:
+                entry["note"] = audit.notes[name]
+            report_checks[name] = entry
+        scope = {k: p[k] for k in ("region", "tickers", "start_date", "end_date")}
+        report = {"generated_at": generated_at, "database": p["login_db"], "rows_scanned": int(audit.rows_scanned),
+                  "seconds": seconds, "scope": scope, "fixed_duplicates": fixed, "checks": report_checks}
+        if p["record_results"] and not module.check_mode:
+            audit.q("SELECT nextval('public.quality_audit_run_seq')")
+            run_id = audit.cur.fetchone()[0]
+            audit.cur.executemany(
+                """INSERT INTO public.quality_audit_results
+                   (run_id, generated_at, scope, check_name, status, count, rows_scanned, seconds)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                [(run_id, generated_at, json.dumps(scope), n, c["status"], c["count"], audit.rows_scanned, seconds)
+                 for n, c in report_checks.items()])
+            report["run_id"] = run_id
+        if module.check_mode:
+            conn.rollback()
+        else:
+            conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        module.fail_json(msg="audit failed, nothing changed: %s" % str(exc).strip())
+    finally:
+        conn.close()
+    failed = sorted(n for n, c in report["checks"].items() if c["status"] == "fail")
+    module.exit_json(changed=fixed > 0, report=report, failed_checks=failed, fixed=fixed)
+
+
+if __name__ == "__main__":
+    main()
