@@ -10,7 +10,10 @@ LAB_DB    := qdb-lab-db1
 DB        := quant_platform
 export SQL
 
-.PHONY: help setup demo test lab-up lab-down site psql lint yamllint ansible-lint pytest molecule clean
+.PHONY: help setup demo test lab-up lab-down site sample-data load-sample audit psql lint yamllint ansible-lint pytest molecule clean
+
+# Demo data: 100 tickers per region (KR, US) x 3 years on the XKRX/XNYS calendars.
+DEMO_DATA := data/demo.csv.gz
 
 help:
 	@echo "make demo      lab up + site.yml + summary (main job)"
@@ -29,7 +32,21 @@ lab-down: setup
 site: setup
 	ansible-playbook -i inventory/lab playbooks/site.yml
 
-demo: lab-up site
+$(DEMO_DATA): tools/sample_data.py
+	@mkdir -p data
+	python tools/sample_data.py --tickers 100 --years 3 --out $(DEMO_DATA)
+
+sample-data: setup $(DEMO_DATA)
+
+load-sample: sample-data
+	ansible-playbook -i inventory/lab playbooks/ingest.yml -e ingest_src=$(DEMO_DATA) \
+	  -e ingest_tickers_src=$(DEMO_DATA).tickers -e ingest_sessions_src=$(DEMO_DATA).sessions
+
+audit: setup
+	@mkdir -p reports
+	ansible-playbook -i inventory/lab playbooks/quality_audit.yml -e quality_audit_report=$(CURDIR)/reports/quality.json
+
+demo: lab-up site load-sample audit
 	@bash scripts/demo-summary.sh
 
 psql:

@@ -1,0 +1,180 @@
+"""Market data on the Molecule container: sample data through the ingest module, the
+quality audit on clean and on defective data, quarantine, reload and the duplicate fix.
+
+Every playbook runs for real against PostgreSQL + TimescaleDB in the container; files come
+from tools/sample_data.py, whose manifest holds the exact count of every injected defect.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from test_default import psql, recap  # noqa: E402
+
+testinfra_hosts = ["podman://qdb-molecule-db1"]
+TODAY = "2026-11-25"
+
+
+def playbook(name, *extra):
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+           os.path.join(PROJECT, "playbooks", name)] + list(extra)
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
+def sample(tmp, name, *args):
+    out = str(tmp / name)
+    subprocess.run([sys.executable, os.path.join(PROJECT, "tools", "sample_data.py"), "--out", out,
+                    "--today", TODAY] + list(args), check=True, capture_output=True)
+    return out
+
+
+def ingest_args(path, *extra):
+    return ["-e", "ingest_src=%s" % path, "-e", "ingest_tickers_src=%s.tickers" % path,
+            "-e", "ingest_sessions_src=%s.sessions" % path] + list(extra)
+
+
+def module_result(proc, key):
+    """The ohlcv_ingest result printed by the playbook's summary task."""
+    for line in proc.stdout.splitlines():
+        if key in line:
+            return line
+    raise AssertionError(proc.stdout[-3000:])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("market")
+    clean = sample(tmp, "clean.csv.gz", "--tickers", "15", "--years", "2", "--seed", "11")
+    defects = sample(tmp, "defects.csv", "--tickers", "15", "--years", "2", "--seed", "12",
+                     "--inject", "all", "--manifest", str(tmp / "defects.json"))
+    with open(str(tmp / "defects.json")) as handle:
+        manifest = json.load(handle)
+    return dict(tmp=tmp, clean=clean, defects=defects, manifest=manifest)
+
+
+def test_clean_sample_data_loads_and_every_check_is_ok(host, data):
+    proc = playbook("ingest.yml", *ingest_args(data["clean"]))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    rows = int(psql(host, "SELECT count(*) FROM ohlcv_data"))
+    assert rows > 14000
+    assert psql(host, "SELECT count(*) FROM tickers") == "30"
+    assert psql(host, "SELECT count(*) FROM ohlcv_quarantine") == "0"
+    report_path = str(data["tmp"] / "clean.json")
+    proc = playbook("quality_audit.yml", "-e", "quality_audit_report=%s" % report_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    with open(report_path) as handle:
+        report = json.load(handle)
+    assert set(report) >= {"generated_at", "database", "rows_scanned", "checks"}
+    assert report["rows_scanned"] == rows
+    assert {name: c["status"] for name, c in report["checks"].items()} == {name: "ok" for name in report["checks"]}
+    assert len(report["checks"]) == 12
+    # The per-check counts are stored for the exporter.
+    assert psql(host, "SELECT count(*) FROM quality_audit_results WHERE run_id = %d" % report["run_id"]) == "12"
+
+
+def test_reloading_the_same_file_changes_nothing(data):
+    proc = playbook("ingest.yml", *ingest_args(data["clean"]))
+    assert proc.returncode == 0
+    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    assert " 0 new, 0 updated" in module_result(proc, "rows read")
+
+
+def test_invalid_rows_are_quarantined_with_reasons_and_nothing_partial(host, data):
+    before = psql(host, "SELECT count(*) || '/' || sum(close) FROM ohlcv_data")
+    bad = str(data["tmp"] / "invalid.csv")
+    with open(bad, "w") as handle:
+        handle.write("ticker,region,date,open,high,low,close,volume\n"
+                     "NEWT1,US,2025-10-31,10,11,9,10.5,100\n"       # 2: valid, new ticker
+                     "NEWT1,US,2025-10-30,10,9,9.5,10.5,100\n"      # 3: high < low
+                     "NEWT1,US,2025-10-29,0,11,9,10.5,100\n"        # 4: price <= 0
+                     "NEWT1,US,2025-10-28,10,11,9,10.5,-5\n"        # 5: volume < 0
+                     "NEWT1,US,2025-10-27,10,11,9,,100\n"           # 6: missing value
+                     "NEWT1,US,2025-13-01,10,11,9,10.5,100\n"       # 7: unparseable date
+                     "NEWT1,US,2025-10-24,ten,11,9,10.5,100\n")     # 8: unparseable number
+    proc = playbook("ingest.yml", "-e", "ingest_src=%s" % bad, "-e", "ingest_on_invalid=fail",
+                    "-e", "ingest_register_tickers=true")
+    assert proc.returncode != 0
+    flat = " ".join(proc.stdout.split())  # the callback wraps long messages
+    assert "6 invalid row(s)" in flat and "nothing was written" in flat
+    assert psql(host, "SELECT count(*) || '/' || sum(close) FROM ohlcv_data") == before
+    assert psql(host, "SELECT count(*) FROM tickers WHERE ticker = 'NEWT1'") == "0"
+
+    proc = playbook("ingest.yml", "-e", "ingest_src=%s" % bad, "-e", "ingest_register_tickers=true")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert psql(host, "SELECT string_agg(line || ':' || reason, ',' ORDER BY line) FROM ohlcv_quarantine "
+                      "WHERE file_name = 'invalid.csv'") == \
+        "3:OHLC logic broken,4:price <= 0,5:volume < 0,6:missing value,7:unparseable date,8:unparseable number"
+    assert psql(host, "SELECT count(*) FROM ohlcv_data WHERE ticker = 'NEWT1'") == "1"
+    # Loading it again quarantines nothing new and reports no change.
+    proc = playbook("ingest.yml", "-e", "ingest_src=%s" % bad, "-e", "ingest_register_tickers=true")
+    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    psql(host, "DELETE FROM ohlcv_data WHERE ticker = 'NEWT1'")
+    psql(host, "DELETE FROM tickers WHERE ticker = 'NEWT1'")
+
+
+def test_check_mode_ingest_reports_counts_without_writing(host, data):
+    upd = sample(data["tmp"], "update.csv", "--tickers", "15", "--years", "2", "--seed", "99")
+    before = psql(host, "SELECT sum(close) FROM ohlcv_data")
+    proc = playbook("ingest.yml", "--check", *ingest_args(upd))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "0 new," in module_result(proc, "rows read") and " 0 updated" not in module_result(proc, "rows read")
+    assert psql(host, "SELECT sum(close) FROM ohlcv_data") == before
+
+
+@pytest.fixture(scope="module")
+def defects_db(host, data):
+    """A database shaped like the seed guide's: no unique key on ohlcv_data, defects loaded raw."""
+    proc = playbook("site.yml", "--tags", "schema", "-e", "schema_database=qa_defects")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    path = data["defects"]
+    for suffix in ("", ".tickers", ".sessions"):
+        with open(path + suffix) as handle:
+            content = handle.read()
+        host.run("rm -f /tmp/qa%s" % suffix)
+        put = subprocess.run(["podman", "exec", "-i", "qdb-molecule-db1", "sh", "-c", "cat > /tmp/qa%s" % suffix],
+                             input=content, text=True, capture_output=True)
+        assert put.returncode == 0, put.stderr
+    load = host.run("runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d qa_defects "
+                    "-c 'DROP INDEX IF EXISTS idx_ohlcv_ticker_region_date' "
+                    "-c \"\\copy tickers (ticker, region, exchange, name, currency, sector) from '/tmp/qa.tickers' csv header\" "
+                    "-c \"\\copy exchange_sessions from '/tmp/qa.sessions' csv header\" "
+                    "-c \"\\copy ohlcv_data (ticker, region, date, open, high, low, close, volume) from '/tmp/qa' csv header\"")
+    assert load.rc == 0, load.stderr
+    return "qa_defects"
+
+
+def test_audit_reports_each_injected_defect_with_its_exact_count(data, defects_db):
+    report_path = str(data["tmp"] / "defects_report.json")
+    proc = playbook("quality_audit.yml", "-e", "quality_audit_database=%s" % defects_db,
+                    "-e", "quality_audit_report=%s" % report_path)
+    assert proc.returncode != 0, "failing checks must fail the play"
+    assert "Data quality checks failed" in " ".join(proc.stdout.split())
+    with open(report_path) as handle:
+        report = json.load(handle)
+    found = {name: c["count"] for name, c in report["checks"].items()}
+    expected = {d["check"]: d["count"] for d in data["manifest"]["defects"].values()}
+    assert found == expected
+    assert report["checks"]["price_anomalies"]["status"] == "fail"   # the 100x spike
+    assert report["checks"]["duplicates"]["samples"]
+
+
+def test_fix_mode_removes_duplicates_keeping_the_earliest_once(host, data, defects_db):
+    dup = data["manifest"]["defects"]["duplicates"]["count"]
+    rows = int(psql(host, "SELECT count(*) FROM ohlcv_data", db=defects_db))
+    report = str(data["tmp"] / "fix.json")
+    args = ["-e", "quality_audit_database=%s" % defects_db, "-e", "quality_audit_fix=true",
+            "-e", "quality_audit_report=%s" % report, "-e", '{"quality_audit_checks": ["duplicates"]}']
+    proc = playbook("quality_audit.yml", "--check", *args)
+    assert "removed %d duplicate(s)" % dup in " ".join(proc.stdout.split())
+    assert int(psql(host, "SELECT count(*) FROM ohlcv_data", db=defects_db)) == rows
+    proc = playbook("quality_audit.yml", *args)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert recap(proc.stdout)["changed"] == 1
+    assert int(psql(host, "SELECT count(*) FROM ohlcv_data", db=defects_db)) == rows - dup
+    proc = playbook("quality_audit.yml", *args)
+    assert recap(proc.stdout)["changed"] == 0
