@@ -178,3 +178,33 @@ def test_fix_mode_removes_duplicates_keeping_the_earliest_once(host, data, defec
     assert int(psql(host, "SELECT count(*) FROM ohlcv_data", db=defects_db)) == rows - dup
     proc = playbook("quality_audit.yml", *args)
     assert recap(proc.stdout)["changed"] == 0
+
+
+def test_schema_role_adopts_a_guide_built_database_once(host):
+    """The guide's ohlcv_data has no unique key and holds duplicates: the schema role dedupes
+    (earliest created_at wins), adds the key and applies the migrations; check mode first
+    reports without changing; a second run changes nothing."""
+    seed_sql = os.path.join(os.path.dirname(__file__), "..", "files", "seed_guide_schema.sql")
+    with open(seed_sql) as handle:
+        put = subprocess.run(["podman", "exec", "-i", "-u", "postgres", "qdb-molecule-db1",
+                              "psql", "-Xq", "-v", "ON_ERROR_STOP=1", "-d", "postgres"],
+                             input=handle.read(), text=True, capture_output=True)
+    assert put.returncode == 0, put.stderr
+    args = ["--tags", "schema", "-e", "schema_database=qa_seed"]
+
+    proc = playbook("site.yml", "--check", *args)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Would adopt ohlcv_data of qa_seed: 735 rows, 3 duplicate(s) removed" in " ".join(proc.stdout.split())
+    assert psql(host, "SELECT count(*) FROM ohlcv_data", db="qa_seed") == "735"
+
+    proc = playbook("site.yml", *args)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Adopted ohlcv_data of qa_seed: 735 rows, 3 duplicate(s) removed" in " ".join(proc.stdout.split())
+    assert psql(host, "SELECT count(*) || '/' || count(*) FILTER (WHERE close = 999) FROM ohlcv_data", db="qa_seed") == "732/0"
+    assert psql(host, "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_ohlcv_ticker_region_date'", db="qa_seed") == \
+        "CREATE UNIQUE INDEX idx_ohlcv_ticker_region_date ON public.ohlcv_data USING btree (ticker, region, date DESC)"
+    assert psql(host, "SELECT count(*) FROM schema_migrations", db="qa_seed") == "6"
+
+    proc = playbook("site.yml", *args)
+    assert proc.returncode == 0
+    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]

@@ -1,0 +1,105 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: ohlcv_unique_key
+short_description: Give an adopted ohlcv_data its unique (ticker, region, date) key, removing duplicates first
+description:
+  - For databases built by hand from the operations guide, whose ohlcv_data has no unique key and
+    may hold duplicate bars. When C(public.ohlcv_data) exists without a unique index on exactly
+    (ticker, region, date), it deletes the duplicates keeping the row with the earliest
+    created_at (then lowest id), the guide's rule, replaces a non-unique index of the same name,
+    and creates the unique index, all in one transaction.
+  - Does nothing (changed=false) when the table does not exist yet or already has the key.
+  - In check mode it reports how many rows would be deleted and changes nothing.
+options:
+  index_name: {description: Name of the unique index., type: str, default: idx_ohlcv_ticker_region_date}
+notes:
+  - Connection options are those of every quantdb-ops module.
+author: quantdb-ops
+"""
+
+EXAMPLES = r"""
+- name: Adopt a seed-style ohlcv_data
+  ohlcv_unique_key:
+    login_db: quant_platform
+"""
+
+RETURN = r"""
+table_exists: {description: Whether public.ohlcv_data exists., returned: always, type: bool}
+had_key: {description: Whether the unique key was already there., returned: always, type: bool}
+duplicates_removed: {description: Rows deleted (or that would be, in check mode)., returned: always, type: int}
+rows_before: {description: Rows in ohlcv_data before., returned: when adopted, type: int}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, psycopg, sql
+
+HAS_KEY = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+    WHERE i.indrelid = 'public.ohlcv_data'::regclass AND i.indisunique AND i.indpred IS NULL
+    GROUP BY i.indexrelid
+    HAVING array_agg(a.attname::text ORDER BY a.attname) = ARRAY['date', 'region', 'ticker'] AND count(*) = 3)"""
+
+DEDUPE = """
+DELETE FROM public.ohlcv_data WHERE id IN (
+    SELECT id FROM (
+        SELECT id, row_number() OVER (PARTITION BY ticker, region, date ORDER BY created_at, id) AS rn
+        FROM public.ohlcv_data
+        WHERE (ticker, region, date) IN (SELECT ticker, region, date FROM public.ohlcv_data
+                                         GROUP BY ticker, region, date HAVING count(*) > 1)) d
+    WHERE rn > 1)"""
+
+
+def main():
+    argument_spec = connection_argument_spec()
+    argument_spec.update(index_name=dict(type="str", default="idx_ohlcv_ticker_region_date"))
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    result = dict(changed=False, table_exists=False, had_key=False, duplicates_removed=0)
+    conn = connect(module)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('public.ohlcv_data') IS NOT NULL")
+            result["table_exists"] = cur.fetchone()[0]
+            if not result["table_exists"]:
+                module.exit_json(**result)
+            cur.execute(HAS_KEY)
+            result["had_key"] = cur.fetchone()[0]
+            if result["had_key"]:
+                module.exit_json(**result)
+            cur.execute("""SELECT count(*) FILTER (WHERE attname = 'id') = 1 AND count(*) FILTER (WHERE attname = 'created_at') = 1
+                           FROM pg_attribute WHERE attrelid = 'public.ohlcv_data'::regclass AND NOT attisdropped""")
+            if not cur.fetchone()[0]:
+                module.fail_json(msg="ohlcv_data has no unique (ticker, region, date) key and lacks the id and created_at "
+                                     "columns the dedupe rule needs; dedupe it by hand first", **result)
+            # Nobody may add rows between the dedupe and the new key.
+            cur.execute("LOCK TABLE public.ohlcv_data IN SHARE ROW EXCLUSIVE MODE")
+            cur.execute("SELECT count(*) FROM public.ohlcv_data")
+            result["rows_before"] = cur.fetchone()[0]
+            cur.execute(DEDUPE)
+            result["duplicates_removed"] = cur.rowcount
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", ("public." + module.params["index_name"],))
+            if cur.fetchone()[0]:
+                cur.execute(sql.SQL("DROP INDEX public.{}").format(sql.Identifier(module.params["index_name"])))
+            cur.execute(sql.SQL("CREATE UNIQUE INDEX {} ON public.ohlcv_data (ticker, region, date DESC)").format(
+                sql.Identifier(module.params["index_name"])))
+        result["changed"] = True
+        if module.check_mode:
+            conn.rollback()
+        else:
+            conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        module.fail_json(msg="adopting ohlcv_data failed, nothing changed: %s" % str(exc).strip(), **result)
+    finally:
+        conn.close()
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
