@@ -99,7 +99,7 @@ def test_invalid_rows_are_quarantined_with_reasons_and_nothing_partial(host, dat
     proc = playbook("ingest.yml", "-e", "ingest_src=%s" % bad, "-e", "ingest_on_invalid=fail",
                     "-e", "ingest_register_tickers=true")
     assert proc.returncode != 0
-    flat = " ".join(proc.stdout.split())  # the callback wraps long messages
+    flat = " ".join((proc.stdout + proc.stderr).split())  # errors go to stderr; long lines wrap
     assert "6 invalid row(s)" in flat and "nothing was written" in flat
     assert psql(host, "SELECT count(*) || '/' || sum(close) FROM ohlcv_data") == before
     assert psql(host, "SELECT count(*) FROM tickers WHERE ticker = 'NEWT1'") == "0"
@@ -153,7 +153,7 @@ def test_audit_reports_each_injected_defect_with_its_exact_count(data, defects_d
     proc = playbook("quality_audit.yml", "-e", "quality_audit_database=%s" % defects_db,
                     "-e", "quality_audit_report=%s" % report_path)
     assert proc.returncode != 0, "failing checks must fail the play"
-    assert "Data quality checks failed" in " ".join(proc.stdout.split())
+    assert "Data quality checks failed" in " ".join((proc.stdout + proc.stderr).split())
     with open(report_path) as handle:
         report = json.load(handle)
     found = {name: c["count"] for name, c in report["checks"].items()}
