@@ -15,8 +15,8 @@ description:
     returns a report C({generated_at, database, rows_scanned, checks: {NAME: {status, count, samples}}}).
   - Sessions come from exchange_sessions, by each ticker's exchange (tickers.exchange, else
     O(region_exchanges)).
-  - price_anomalies uses a robust z-score of daily log returns (median and IQR per ticker over the
-    scope plus O(lookback_days)): a bar is an anomaly when its return is beyond O(z_threshold) and
+  - price_anomalies uses a robust z-score of daily log returns (mean and stddev per ticker over the
+    scope plus O(lookback_days), of the returns within O(volatility_cap) only): a bar is an anomaly when its return is beyond O(z_threshold) and
     the next return reverts it (a spike), or when it is a lone jump not at a split ratio. Lone jumps
     at a split ratio (1/10 .. 10, the day's ordinary move allowed for) that corporate_actions does not
     explain are split_jumps.
@@ -33,6 +33,7 @@ options:
   thresholds: {description: "Per check {warn: N, fail: N}: status is fail when count >= fail, warn when count >= warn.", type: dict, default: {}}
   z_threshold: {description: Robust z-score beyond which a daily return is extreme., type: float, default: 10.0}
   lookback_days: {description: Days before start_date read for returns and their statistics., type: int, default: 400}
+  volatility_cap: {description: "Returns beyond +-this log return are left out of each ticker's mean and stddev.", type: float, default: 0.25}
   stale_sessions: {description: An active ticker is stale when its last bar is more than this many sessions old., type: int, default: 7}
   split_tolerance: {description: "A jump is at a split ratio k when, less ln(k), its return is within this many robust sigmas of the median.", type: float, default: 4.0}
   region_exchanges: {description: Exchange of each region for tickers without one., type: dict, default: {KR: XKRX, US: XNYS}}
@@ -93,6 +94,14 @@ def rows_as_dicts(cur):
     return [{k: jsonable(v) for k, v in zip(names, row)} for row in cur.fetchall()]
 
 
+HAS_UNIQUE_KEY = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+    WHERE i.indrelid = 'public.ohlcv_data'::regclass AND i.indisunique AND i.indpred IS NULL
+    GROUP BY i.indexrelid
+    HAVING array_agg(a.attname::text ORDER BY a.attname) = ARRAY['date', 'region', 'ticker'] AND count(*) = 3)"""
+
+
 class Audit(object):
     def __init__(self, module, conn):
         self.m = module
@@ -133,27 +142,33 @@ class Audit(object):
 
     # Passes --------------------------------------------------------------------------
     def stage(self):
-        """One scan of the scope (plus lookback) into a temp table with each bar's log
-        return; every later check reads this, not ohlcv_data."""
+        """One ordered pass over the scope (plus lookback) into a temp table: each bar with
+        its previous/next closes, log returns and whether it repeats the previous bar's
+        date. Ordering by date DESC matches the (ticker, region, date DESC) index, so the
+        window needs no sort. Every later check reads qa_bars, never ohlcv_data again."""
         where, args = self.scope_sql(with_lookback=True)
-        in_window = "date >= %s::date" % "%s" if self.p["start_date"] else "true"
+        in_window = "date >= %s::date" if self.p["start_date"] else "true"
         win_args = [self.p["start_date"]] if self.p["start_date"] else []
         self.q("""
             CREATE TEMP TABLE qa_bars ON COMMIT DROP AS
-            SELECT ticker, region, date, open, high, low, close, volume, prev_close,
-                   CASE WHEN close > 0 AND prev_close > 0 AND date <= current_date
-                        THEN ln(close / prev_close) END AS r,
+            SELECT ticker, region, date, open, high, low, close, volume, prev_close, dup,
+                   CASE WHEN close > 0 AND prev_close > 0 THEN ln(close / prev_close) END AS r,
+                   CASE WHEN next_close > 0 AND close > 0 THEN ln(next_close / close) END AS r_next,
+                   CASE WHEN prev_close > 0 AND prev2_close > 0 THEN ln(prev_close / prev2_close) END AS r_prev,
                    (%s) AS in_window
             FROM (SELECT ticker, region, date, open, high, low, close, volume,
-                         lag(close) OVER (PARTITION BY ticker, region ORDER BY date) AS prev_close
+                         lead(close) OVER w AS prev_close, lead(close, 2) OVER w AS prev2_close,
+                         lag(close) OVER w AS next_close,
+                         coalesce(date = lead(date) OVER w, false) AS dup
                   FROM public.ohlcv_data WHERE %s AND date <= current_date
+                  WINDOW w AS (PARTITION BY ticker, region ORDER BY date DESC)
                   UNION ALL
-                  SELECT ticker, region, date, open, high, low, close, volume, NULL
+                  SELECT ticker, region, date, open, high, low, close, volume, NULL, NULL, NULL, false
                   FROM public.ohlcv_data WHERE %s AND date > current_date) b""" % (in_window, where, where),
                win_args + args + args)
         self.q("SELECT count(*) FILTER (WHERE in_window) FROM qa_bars")
         self.rows_scanned = self.cur.fetchone()[0]
-        self.q("ANALYZE qa_bars")
+        self.q("ANALYZE qa_bars")  # a sample, so the joins below are planned as hash joins
         # Each ticker's exchange: tickers.exchange, else the region's.
         self.q("""CREATE TEMP TABLE qa_tickers ON COMMIT DROP AS
                   SELECT k.ticker, k.region, coalesce(t.exchange, m.exchange) AS exchange
@@ -161,6 +176,7 @@ class Audit(object):
                   LEFT JOIN public.tickers t USING (ticker, region)
                   LEFT JOIN (SELECT key AS region, value AS exchange FROM jsonb_each_text(%s::jsonb)) m USING (region)""",
                (json.dumps(self.p["region_exchanges"]),))
+        self.q("ANALYZE qa_tickers")
 
     def row_checks(self):
         n = self.p["sample_size"]
@@ -171,61 +187,61 @@ class Audit(object):
                    count(*) FILTER (WHERE negvol),
                    count(*) FILTER (WHERE zeromove),
                    count(*) FILTER (WHERE future),
+                   count(*) FILTER (WHERE dup),
                    (array_agg(j) FILTER (WHERE nulls))[1:%(n)s],
                    (array_agg(j) FILTER (WHERE ohlc))[1:%(n)s],
                    (array_agg(j) FILTER (WHERE nonpos))[1:%(n)s],
                    (array_agg(j) FILTER (WHERE negvol))[1:%(n)s],
                    (array_agg(j) FILTER (WHERE zeromove))[1:%(n)s],
-                   (array_agg(j) FILTER (WHERE future))[1:%(n)s]
+                   (array_agg(j) FILTER (WHERE future))[1:%(n)s],
+                   (array_agg(j) FILTER (WHERE dup))[1:%(n)s]
             FROM (SELECT jsonb_build_object('ticker', ticker, 'region', region, 'date', date, 'open', open,
-                         'high', high, 'low', low, 'close', close, 'volume', volume) AS j,
+                         'high', high, 'low', low, 'close', close, 'volume', volume) AS j, *
+                  FROM (SELECT ticker, region, date, open, high, low, close, volume, dup,
                          (open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR volume IS NULL) AS nulls,
                          coalesce(high < greatest(open, close) OR low > least(open, close) OR high < low, false) AS ohlc,
                          coalesce(least(open, high, low, close) <= 0, false) AS nonpos,
                          coalesce(volume < 0, false) AS negvol,
                          coalesce(volume = 0 AND prev_close IS NOT NULL AND close <> prev_close, false) AS zeromove,
                          date > current_date AS future
-                  FROM qa_bars WHERE in_window) f
-            WHERE nulls OR ohlc OR nonpos OR negvol OR zeromove OR future""", {"n": n})
+                        FROM qa_bars WHERE in_window) f
+                  WHERE nulls OR ohlc OR nonpos OR negvol OR zeromove OR future OR dup) g""", {"n": n})
         row = self.cur.fetchone()
         names = ["null_values", "ohlc_violations", "non_positive_prices", "negative_volume",
-                 "zero_volume_moves", "future_dates"]
+                 "zero_volume_moves", "future_dates", "duplicates"]
         for i, name in enumerate(names):
             self.counts[name] = row[i]
-            self.samples[name] = row[6 + i] or []
+            self.samples[name] = row[7 + i] or []
 
     def return_checks(self):
-        """Robust z of log returns per ticker: (r - median) / (IQR / 1.349)."""
+        """z = (r - mean) / stddev per ticker, both taken over returns within the
+        volatility cap, so the outliers looked for do not inflate the yardstick. A return
+        is extreme beyond z_threshold; with the previous and next returns at hand (from
+        the stage), spikes, their reversals and lone jumps are told apart with no window."""
         n = self.p["sample_size"]
         ratios = "ARRAY[%s]::float8[]" % ",".join(repr(r) for r in SPLIT_RATIOS)
+        self.q("""CREATE TEMP TABLE qa_stats ON COMMIT DROP AS
+                  SELECT ticker, region, avg(r) AS mu, stddev_samp(r) AS sd
+                  FROM qa_bars WHERE r IS NOT NULL AND abs(r) < %s GROUP BY ticker, region""",
+               (self.p["volatility_cap"],))
         self.q("""
             CREATE TEMP TABLE qa_flags ON COMMIT DROP AS
-            WITH stats AS (
-                SELECT ticker, region, q[2] AS med, (q[3] - q[1]) / 1.349 AS sigma
-                FROM (SELECT ticker, region,
-                             percentile_cont(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY r) AS q
-                      FROM qa_bars WHERE r IS NOT NULL GROUP BY ticker, region) s),
-            z AS (
-                SELECT b.ticker, b.region, b.date, b.close, b.prev_close, b.r, b.in_window, s.med, s.sigma,
-                       (b.r - s.med) / nullif(s.sigma, 0) AS z
-                FROM qa_bars b JOIN stats s USING (ticker, region)
-                WHERE b.r IS NOT NULL),
-            marked AS (
-                SELECT *, abs(z) > %(thr)s AS extreme,
-                       lead(z) OVER w AS next_z, lag(z) OVER w AS prev_z
-                FROM z WINDOW w AS (PARTITION BY ticker, region ORDER BY date)),
+            WITH z AS (
+                SELECT b.ticker, b.region, b.date, b.close, b.prev_close, b.r, s.mu, s.sd,
+                       (b.r - s.mu) / s.sd AS z, (b.r_next - s.mu) / s.sd AS next_z, (b.r_prev - s.mu) / s.sd AS prev_z
+                FROM qa_bars b JOIN qa_stats s USING (ticker, region)
+                WHERE b.in_window AND s.sd > 0 AND abs(b.r - s.mu) > %(thr)s * s.sd),
             classified AS (
-                SELECT *,
-                       extreme AND abs(next_z) > %(thr)s AND sign(next_z) <> sign(z) AS spike,
-                       abs(prev_z) > %(thr)s AND sign(prev_z) <> sign(z) AND extreme AS reversal
-                FROM marked WHERE extreme OR abs(next_z) > %(thr)s)
+                SELECT *, coalesce(abs(next_z) > %(thr)s AND sign(next_z) <> sign(z), false) AS spike,
+                          coalesce(abs(prev_z) > %(thr)s AND sign(prev_z) <> sign(z), false) AS reversal
+                FROM z)
             SELECT ticker, region, date, close, prev_close, round(z::numeric, 2) AS z, spike,
                    NOT spike AND NOT reversal AS jump,
                    EXISTS (SELECT 1 FROM unnest(%(ratios)s) AS k(ratio)
-                           WHERE abs(r - ln(k.ratio) - med) <= %(tol)s * sigma) AS at_split_ratio,
+                           WHERE abs(r - ln(k.ratio) - mu) <= %(tol)s * sd) AS at_split_ratio,
                    EXISTS (SELECT 1 FROM public.corporate_actions ca
                            WHERE ca.ticker = c.ticker AND ca.region = c.region AND ca.ex_date = c.date) AS explained
-            FROM classified c WHERE extreme AND in_window""".replace("%(ratios)s", ratios),
+            FROM classified c""".replace("%(ratios)s", ratios),
                {"thr": self.p["z_threshold"], "tol": self.p["split_tolerance"]})
         self.q("""SELECT count(*) FILTER (WHERE spike OR (jump AND NOT at_split_ratio AND NOT explained)),
                          count(*) FILTER (WHERE jump AND at_split_ratio AND NOT explained),
@@ -237,21 +253,10 @@ class Audit(object):
         self.samples["price_anomalies"], self.samples["split_jumps"] = row[2] or [], row[3] or []
 
     def duplicates(self):
-        self.q("""SELECT EXISTS (
-                      SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                      WHERE i.indrelid = 'public.ohlcv_data'::regclass AND i.indisunique AND i.indpred IS NULL
-                      GROUP BY i.indexrelid HAVING array_agg(a.attname::text ORDER BY a.attname) = ARRAY['date', 'region', 'ticker']
-                             AND count(*) = 3)""")
+        """The stage marked every bar repeating the previous bar's (ticker, region, date)."""
+        self.q(HAS_UNIQUE_KEY)
         if self.cur.fetchone()[0]:
-            self.counts["duplicates"], self.samples["duplicates"] = 0, []
             self.notes["duplicates"] = "guaranteed by a unique index on (ticker, region, date)"
-            return
-        self.q("""SELECT coalesce(sum(n - 1), 0)::bigint,
-                         (array_agg(jsonb_build_object('ticker', ticker, 'region', region, 'date', date, 'rows', n)))[1:%s]
-                  FROM (SELECT ticker, region, date, count(*) AS n FROM qa_bars WHERE in_window
-                        GROUP BY ticker, region, date HAVING count(*) > 1) d""", (self.p["sample_size"],))
-        self.counts["duplicates"], self.samples["duplicates"] = self.cur.fetchone()
-        self.samples["duplicates"] = self.samples["duplicates"] or []
 
     def calendar_checks(self):
         n = self.p["sample_size"]
@@ -268,40 +273,41 @@ class Audit(object):
         if no_calendar:
             self.notes["missing_sessions"] = self.notes["extra_sessions"] = \
                 "no sessions loaded for %s: their tickers are not checked" % ", ".join(no_calendar)
-        # extra_sessions: bars on a date that is not a session, inside the calendar's span.
-        self.q("""SELECT count(*), (array_agg(jsonb_build_object('ticker', b.ticker, 'region', b.region, 'date', b.date)
-                                               ORDER BY b.ticker, b.date))[1:%s]
+        # One pass: per ticker its span, the bars on sessions and the bars on non-sessions
+        # (inside the calendar's own span). Missing = sessions in the span - bars on sessions.
+        self.q("""CREATE TEMP TABLE qa_span ON COMMIT DROP AS
+                  SELECT b.ticker, b.region, t.exchange, min(b.date) AS lo, max(b.date) AS hi,
+                         count(*) FILTER (WHERE s.session IS NOT NULL AND NOT b.dup) AS on_sessions,
+                         count(*) FILTER (WHERE s.session IS NULL AND b.date BETWEEN c.lo AND c.hi) AS extra
                   FROM qa_bars b JOIN qa_tickers t USING (ticker, region)
                   JOIN (SELECT exchange, min(session) lo, max(session) hi FROM qa_sessions GROUP BY exchange) c
-                    ON c.exchange = t.exchange AND b.date BETWEEN c.lo AND c.hi
+                    ON c.exchange = t.exchange
+                  LEFT JOIN qa_sessions s ON s.exchange = t.exchange AND s.session = b.date
                   WHERE b.in_window AND b.date <= current_date
-                    AND NOT EXISTS (SELECT 1 FROM qa_sessions s WHERE s.exchange = t.exchange AND s.session = b.date)""", (n,))
-        self.counts["extra_sessions"], samples = self.cur.fetchone()
-        self.samples["extra_sessions"] = samples or []
-        # missing_sessions: sessions between a ticker's first and last bar with no bar.
+                  GROUP BY b.ticker, b.region, t.exchange""")
         self.q("""CREATE TEMP TABLE qa_gaps ON COMMIT DROP AS
-                  WITH span AS (
-                      SELECT b.ticker, b.region, t.exchange, min(b.date) AS lo, max(b.date) AS hi,
-                             count(DISTINCT b.date) FILTER (WHERE s.session IS NOT NULL) AS on_sessions
-                      FROM qa_bars b JOIN qa_tickers t USING (ticker, region)
-                      LEFT JOIN qa_sessions s ON s.exchange = t.exchange AND s.session = b.date
-                      WHERE b.in_window AND b.date <= current_date
-                      GROUP BY b.ticker, b.region, t.exchange),
-                  expected AS (
-                      SELECT sp.*, (SELECT max(n) FROM qa_sessions s WHERE s.exchange = sp.exchange AND s.session <= sp.hi)
-                                 - (SELECT min(n) FROM qa_sessions s WHERE s.exchange = sp.exchange AND s.session >= sp.lo) + 1 AS sessions
-                      FROM span sp)
-                  SELECT * FROM expected WHERE sessions > on_sessions""")
-        self.q("SELECT coalesce(sum(sessions - on_sessions), 0)::bigint FROM qa_gaps")
-        self.counts["missing_sessions"] = self.cur.fetchone()[0]
-        # Ranges of consecutive missing sessions, for the samples (only tickers with gaps).
+                  SELECT sp.*, hi_n.n - lo_n.n + 1 - sp.on_sessions AS missing
+                  FROM qa_span sp
+                  CROSS JOIN LATERAL (SELECT max(n) AS n FROM qa_sessions s WHERE s.exchange = sp.exchange AND s.session <= sp.hi) hi_n
+                  CROSS JOIN LATERAL (SELECT min(n) AS n FROM qa_sessions s WHERE s.exchange = sp.exchange AND s.session >= sp.lo) lo_n""")
+        self.q("SELECT coalesce(sum(missing), 0)::bigint, coalesce(sum(extra), 0)::bigint FROM qa_gaps")
+        self.counts["missing_sessions"], self.counts["extra_sessions"] = self.cur.fetchone()
+        # Samples: only for the few tickers with findings.
         self.q("""SELECT jsonb_build_object('ticker', ticker, 'region', region, 'from', min(session),
                                             'to', max(session), 'sessions', count(*))
                   FROM (SELECT g.ticker, g.region, s.session, s.n - row_number() OVER (PARTITION BY g.ticker, g.region ORDER BY s.n) AS island
                         FROM qa_gaps g JOIN qa_sessions s ON s.exchange = g.exchange AND s.session BETWEEN g.lo AND g.hi
-                        WHERE NOT EXISTS (SELECT 1 FROM qa_bars b WHERE b.ticker = g.ticker AND b.region = g.region AND b.date = s.session)) m
+                        WHERE g.missing > 0
+                          AND NOT EXISTS (SELECT 1 FROM public.ohlcv_data o
+                                          WHERE o.ticker = g.ticker AND o.region = g.region AND o.date = s.session)) m
                   GROUP BY ticker, region, island ORDER BY count(*) DESC, ticker LIMIT %s""", (n,))
         self.samples["missing_sessions"] = [r[0] for r in self.cur.fetchall()]
+        self.q("""SELECT jsonb_build_object('ticker', b.ticker, 'region', b.region, 'date', b.date)
+                  FROM qa_gaps g JOIN public.ohlcv_data b USING (ticker, region)
+                  WHERE g.extra > 0 AND b.date BETWEEN g.lo AND g.hi
+                    AND NOT EXISTS (SELECT 1 FROM qa_sessions s WHERE s.exchange = g.exchange AND s.session = b.date)
+                  ORDER BY b.ticker, b.date LIMIT %s""", (n,))
+        self.samples["extra_sessions"] = [r[0] for r in self.cur.fetchall()]
 
     def stale(self):
         parts, args = self.ticker_scope("t")  # dates do not decide which tickers are active
@@ -355,6 +361,7 @@ def main():
         start_date=dict(type="str"), end_date=dict(type="str"),
         checks=dict(type="list", elements="str"), thresholds=dict(type="dict", default={}),
         z_threshold=dict(type="float", default=10.0), lookback_days=dict(type="int", default=400),
+        volatility_cap=dict(type="float", default=0.25),
         stale_sessions=dict(type="int", default=7), split_tolerance=dict(type="float", default=4.0),
         region_exchanges=dict(type="dict", default={"KR": "XKRX", "US": "XNYS"}),
         sample_size=dict(type="int", default=5), work_mem=dict(type="str", default="256MB"),

@@ -8,7 +8,7 @@ echo "== quantdb-ops lab is up: container $db"
 q "SELECT 'PostgreSQL ' || current_setting('server_version') || ', TimescaleDB ' || extversion
           || ' (license ' || current_setting('timescaledb.license') || ')' FROM pg_extension WHERE extname = 'timescaledb'"
 echo "-- settings from the postgresql role (tuned for the container's memory limit):"
-q "SELECT rpad(name, 32) || setting || coalesce(' ' || unit, '') FROM pg_settings
+q "SELECT rpad(name, 36) || current_setting(name) FROM pg_settings
    WHERE name IN ('shared_buffers','effective_cache_size','work_mem','maintenance_work_mem','wal_buffers',
                   'max_connections','max_worker_processes','max_parallel_workers','max_parallel_workers_per_gather',
                   'random_page_cost','effective_io_concurrency','max_wal_size','checkpoint_completion_target',
