@@ -32,6 +32,9 @@ options:
   region_exchanges: {description: Exchange (MIC) of each region for auto-registration., type: dict, default: {KR: XKRX, US: XNYS}}
   bulk_mode: {description: "auto: drop and rebuild indexes when ohlcv_data is empty; never: always row-by-row upsert.", type: str, choices: [auto, never], default: auto}
   max_samples: {description: How many invalid rows to return as samples., type: int, default: 20}
+  work_mem: {description: "work_mem for this load's sorts and hashes (duplicate check, ordered insert).", type: str, default: 256MB}
+  maintenance_work_mem: {description: maintenance_work_mem for the index rebuild of a backfill., type: str, default: 512MB}
+  temp_buffers: {description: temp_buffers for the staging tables (kept in memory when they fit)., type: str, default: 256MB}
 notes:
   - Connection options (login_host, login_port, login_user, login_password, login_db, ssl_mode) are
     those of every quantdb-ops module. Needs PostgreSQL 16 or later (pg_input_is_valid).
@@ -133,8 +136,8 @@ HAS_DUPLICATES = """
 SELECT EXISTS (SELECT 1 FROM qdb_stage GROUP BY ticker, region, date HAVING count(*) > 1)"""
 
 UNKNOWN_TICKERS = """
-SELECT k.ticker, k.region FROM (SELECT DISTINCT ticker, region FROM qdb_stage s
-    WHERE NOT EXISTS (SELECT 1 FROM qdb_invalid i WHERE i.line = s.line)) k
+SELECT k.ticker, k.region FROM (SELECT DISTINCT ticker, region FROM qdb_stage
+    WHERE ticker IS NOT NULL AND region ~ '^[A-Z]{2}$') k
 WHERE NOT EXISTS (SELECT 1 FROM public.tickers t WHERE t.ticker = k.ticker AND t.region = k.region)"""
 
 UPSERT = """
@@ -190,6 +193,22 @@ def stage_bars(cur, src):
     return False
 
 
+def write_bars(cur, bulk, result):
+    """Insert the valid staged bars. Into an empty table: drop the indexes, insert in
+    (ticker, date) order, rebuild them; otherwise upsert only what differs."""
+    result["bulk"] = bulk
+    if bulk:
+        cur.execute("DROP INDEX public.idx_ohlcv_ticker_region_date")
+        cur.execute("DROP INDEX IF EXISTS public.ohlcv_data_date_idx")
+        cur.execute(BULK_INSERT)
+        result["new"], result["updated"] = cur.rowcount, 0
+        cur.execute("CREATE UNIQUE INDEX idx_ohlcv_ticker_region_date ON public.ohlcv_data (ticker, region, date DESC)")
+        cur.execute("CREATE INDEX ohlcv_data_date_idx ON public.ohlcv_data (date DESC)")
+    else:
+        cur.execute(UPSERT)
+        result["new"], result["updated"] = cur.fetchone()
+
+
 def main():
     argument_spec = connection_argument_spec()
     argument_spec.update(
@@ -202,6 +221,9 @@ def main():
         region_exchanges=dict(type="dict", default={"KR": "XKRX", "US": "XNYS"}),
         bulk_mode=dict(type="str", choices=["auto", "never"], default="auto"),
         max_samples=dict(type="int", default=20),
+        work_mem=dict(type="str", default="256MB"),
+        maintenance_work_mem=dict(type="str", default="512MB"),
+        temp_buffers=dict(type="str", default="256MB"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
@@ -220,6 +242,9 @@ def main():
     conn = connect(module)
     try:
         with conn.cursor() as cur:
+            # Session settings for one big load; temp_buffers must precede the first temp table.
+            for name in ("temp_buffers", "work_mem", "maintenance_work_mem"):
+                cur.execute("SELECT set_config(%s, %s, false)", (name, p[name]))
             if p["tickers_src"]:
                 result["tickers_registered"] = load_reference(
                     cur, p["tickers_src"], ["ticker", "region", "exchange", "name", "currency", "sector"],
@@ -238,10 +263,6 @@ def main():
             if not typed:
                 cur.execute("INSERT INTO qdb_invalid SELECT line, reason FROM qdb_unparsed WHERE reason IS NOT NULL")
                 result["rows_read"] += cur.rowcount
-            cur.execute(HAS_DUPLICATES)
-            if cur.fetchone()[0]:
-                cur.execute(DUPLICATES_IN_FILE)
-
             cur.execute(UNKNOWN_TICKERS)
             unknown = cur.fetchall()
             if unknown and p["register_tickers"]:
@@ -255,6 +276,23 @@ def main():
                 cur.execute("""INSERT INTO qdb_invalid SELECT s.line, 'unknown ticker' FROM qdb_stage s
                                JOIN qdb_unknown u USING (ticker, region)
                                ON CONFLICT (line) DO NOTHING""")
+
+            # Duplicate keys inside the file: later lines are invalid. An upsert looks for them
+            # first (an identical repeat would otherwise pass unnoticed); a backfill skips that
+            # scan of the whole file, because its unique index build fails on any repeat, and
+            # only then marks them and writes again.
+            cur.execute("SELECT NOT EXISTS (SELECT 1 FROM public.ohlcv_data)")
+            bulk = cur.fetchone()[0] and p["bulk_mode"] == "auto" and not module.check_mode
+            if not bulk:
+                cur.execute(HAS_DUPLICATES)
+                if cur.fetchone()[0]:
+                    cur.execute(DUPLICATES_IN_FILE)
+            try:
+                with conn.transaction():
+                    write_bars(cur, bulk, result)
+            except (psycopg.errors.UniqueViolation, psycopg.errors.CardinalityViolation):
+                cur.execute(DUPLICATES_IN_FILE)
+                write_bars(cur, bulk, result)
 
             cur.execute("SELECT reason, count(*) FROM qdb_invalid GROUP BY reason ORDER BY reason")
             result["reasons"] = dict(cur.fetchall())
@@ -278,21 +316,7 @@ def main():
                                ON CONFLICT (file_sha256, line) DO NOTHING""" % source, (file_name, sha))
                 result["quarantined_new"] = cur.rowcount
 
-            valid = result["rows_read"] - result["quarantined"]
-            cur.execute("SELECT NOT EXISTS (SELECT 1 FROM public.ohlcv_data)")
-            empty = cur.fetchone()[0]
-            if empty and p["bulk_mode"] == "auto" and valid > 0 and not module.check_mode:
-                result["bulk"] = True
-                cur.execute("DROP INDEX public.idx_ohlcv_ticker_region_date")
-                cur.execute("DROP INDEX IF EXISTS public.ohlcv_data_date_idx")
-                cur.execute(BULK_INSERT)
-                result["new"] = cur.rowcount
-                cur.execute("CREATE UNIQUE INDEX idx_ohlcv_ticker_region_date ON public.ohlcv_data (ticker, region, date DESC)")
-                cur.execute("CREATE INDEX ohlcv_data_date_idx ON public.ohlcv_data (date DESC)")
-            elif valid > 0:
-                cur.execute(UPSERT)
-                result["new"], result["updated"] = cur.fetchone()
-            result["unchanged"] = valid - result["new"] - result["updated"]
+        result["unchanged"] = result["rows_read"] - result["quarantined"] - result["new"] - result["updated"]
         result["changed"] = bool(result["new"] or result["updated"] or result["quarantined_new"]
                                  or result["tickers_registered"] or result["sessions_added"])
         if module.check_mode:

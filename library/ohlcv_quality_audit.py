@@ -32,13 +32,14 @@ options:
   checks: {description: Checks to run (default all)., type: list, elements: str}
   thresholds: {description: "Per check {warn: N, fail: N}: status is fail when count >= fail, warn when count >= warn.", type: dict, default: {}}
   z_threshold: {description: Robust z-score beyond which a daily return is extreme., type: float, default: 10.0}
-  lookback_days: {description: Days before start_date read for returns and their statistics., type: int, default: 400}
+  lookback_days: {description: Days before start_date read for returns and their statistics., type: int, default: 120}
   volatility_cap: {description: "Returns beyond +-this log return are left out of each ticker's mean and stddev.", type: float, default: 0.25}
   stale_sessions: {description: An active ticker is stale when its last bar is more than this many sessions old., type: int, default: 7}
   split_tolerance: {description: "A jump is at a split ratio k when, less ln(k), its return is within this many robust sigmas of the median.", type: float, default: 4.0}
   region_exchanges: {description: Exchange of each region for tickers without one., type: dict, default: {KR: XKRX, US: XNYS}}
   sample_size: {description: Samples per check., type: int, default: 5}
   work_mem: {description: work_mem for the audit's sorts., type: str, default: 256MB}
+  temp_buffers: {description: temp_buffers for the audit's staging table., type: str, default: 256MB}
   fix: {description: Remove duplicates (earliest created_at wins)., type: bool, default: false}
   record_results: {description: Store per-check counts in quality_audit_results., type: bool, default: true}
 notes:
@@ -151,67 +152,63 @@ class Audit(object):
         win_args = [self.p["start_date"]] if self.p["start_date"] else []
         self.q("""
             CREATE TEMP TABLE qa_bars ON COMMIT DROP AS
-            SELECT ticker, region, date, open, high, low, close, volume, prev_close, dup,
+            SELECT ticker, region, date, close, prev_close, dup,
                    CASE WHEN close > 0 AND prev_close > 0 THEN ln(close / prev_close) END AS r,
                    CASE WHEN next_close > 0 AND close > 0 THEN ln(next_close / close) END AS r_next,
                    CASE WHEN prev_close > 0 AND prev2_close > 0 THEN ln(prev_close / prev2_close) END AS r_prev,
+                   (open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR volume IS NULL) AS nulls,
+                   coalesce(high < greatest(open, close) OR low > least(open, close) OR high < low, false) AS ohlc,
+                   coalesce(least(open, high, low, close) <= 0, false) AS nonpos,
+                   coalesce(volume < 0, false) AS negvol,
+                   coalesce(volume = 0 AND prev_close IS NOT NULL AND close <> prev_close, false) AS zeromove,
                    (%s) AS in_window
             FROM (SELECT ticker, region, date, open, high, low, close, volume,
                          lead(close) OVER w AS prev_close, lead(close, 2) OVER w AS prev2_close,
                          lag(close) OVER w AS next_close,
                          coalesce(date = lead(date) OVER w, false) AS dup
                   FROM public.ohlcv_data WHERE %s AND date <= current_date
-                  WINDOW w AS (PARTITION BY ticker, region ORDER BY date DESC)
+                  WINDOW w AS (PARTITION BY ticker, region ORDER BY date DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
                   UNION ALL
                   SELECT ticker, region, date, open, high, low, close, volume, NULL, NULL, NULL, false
                   FROM public.ohlcv_data WHERE %s AND date > current_date) b""" % (in_window, where, where),
                win_args + args + args)
-        self.q("SELECT count(*) FILTER (WHERE in_window) FROM qa_bars")
-        self.rows_scanned = self.cur.fetchone()[0]
         self.q("ANALYZE qa_bars")  # a sample, so the joins below are planned as hash joins
+        # Per ticker in one aggregate: bars in the window, and the mean and stddev of its
+        # returns within the volatility cap (so the outliers looked for do not inflate them).
+        self.q("""CREATE TEMP TABLE qa_stats ON COMMIT DROP AS
+                  SELECT ticker, region, count(*) FILTER (WHERE in_window) AS bars,
+                         avg(r) FILTER (WHERE abs(r) < %(cap)s) AS mu,
+                         stddev_samp(r) FILTER (WHERE abs(r) < %(cap)s) AS sd
+                  FROM qa_bars GROUP BY ticker, region""", {"cap": self.p["volatility_cap"]})
+        self.q("SELECT coalesce(sum(bars), 0)::bigint FROM qa_stats")
+        self.rows_scanned = self.cur.fetchone()[0]
         # Each ticker's exchange: tickers.exchange, else the region's.
         self.q("""CREATE TEMP TABLE qa_tickers ON COMMIT DROP AS
                   SELECT k.ticker, k.region, coalesce(t.exchange, m.exchange) AS exchange
-                  FROM (SELECT DISTINCT ticker, region FROM qa_bars) k
+                  FROM qa_stats k
                   LEFT JOIN public.tickers t USING (ticker, region)
                   LEFT JOIN (SELECT key AS region, value AS exchange FROM jsonb_each_text(%s::jsonb)) m USING (region)""",
                (json.dumps(self.p["region_exchanges"]),))
         self.q("ANALYZE qa_tickers")
 
     def row_checks(self):
+        """Counts from the flags the stage computed; samples re-read only flagged bars."""
         n = self.p["sample_size"]
-        self.q("""
-            SELECT count(*) FILTER (WHERE nulls),
-                   count(*) FILTER (WHERE ohlc),
-                   count(*) FILTER (WHERE nonpos),
-                   count(*) FILTER (WHERE negvol),
-                   count(*) FILTER (WHERE zeromove),
-                   count(*) FILTER (WHERE future),
-                   count(*) FILTER (WHERE dup),
-                   (array_agg(j) FILTER (WHERE nulls))[1:%(n)s],
-                   (array_agg(j) FILTER (WHERE ohlc))[1:%(n)s],
-                   (array_agg(j) FILTER (WHERE nonpos))[1:%(n)s],
-                   (array_agg(j) FILTER (WHERE negvol))[1:%(n)s],
-                   (array_agg(j) FILTER (WHERE zeromove))[1:%(n)s],
-                   (array_agg(j) FILTER (WHERE future))[1:%(n)s],
-                   (array_agg(j) FILTER (WHERE dup))[1:%(n)s]
-            FROM (SELECT jsonb_build_object('ticker', ticker, 'region', region, 'date', date, 'open', open,
-                         'high', high, 'low', low, 'close', close, 'volume', volume) AS j, *
-                  FROM (SELECT ticker, region, date, open, high, low, close, volume, dup,
-                         (open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR volume IS NULL) AS nulls,
-                         coalesce(high < greatest(open, close) OR low > least(open, close) OR high < low, false) AS ohlc,
-                         coalesce(least(open, high, low, close) <= 0, false) AS nonpos,
-                         coalesce(volume < 0, false) AS negvol,
-                         coalesce(volume = 0 AND prev_close IS NOT NULL AND close <> prev_close, false) AS zeromove,
-                         date > current_date AS future
-                        FROM qa_bars WHERE in_window) f
-                  WHERE nulls OR ohlc OR nonpos OR negvol OR zeromove OR future OR dup) g""", {"n": n})
-        row = self.cur.fetchone()
         names = ["null_values", "ohlc_violations", "non_positive_prices", "negative_volume",
                  "zero_volume_moves", "future_dates", "duplicates"]
-        for i, name in enumerate(names):
-            self.counts[name] = row[i]
-            self.samples[name] = row[7 + i] or []
+        flags = ["nulls", "ohlc", "nonpos", "negvol", "zeromove", "date > current_date", "dup"]
+        self.q("SELECT %s FROM qa_bars WHERE in_window" % ", ".join("count(*) FILTER (WHERE %s)" % f for f in flags))
+        counts = self.cur.fetchone()
+        for name, flag, count in zip(names, flags, counts):
+            self.counts[name] = count
+            self.samples[name] = []
+            if count:
+                self.q("""SELECT jsonb_build_object('ticker', o.ticker, 'region', o.region, 'date', o.date, 'open', o.open,
+                                 'high', o.high, 'low', o.low, 'close', o.close, 'volume', o.volume)
+                          FROM (SELECT DISTINCT ticker, region, date FROM qa_bars WHERE in_window AND %s LIMIT %%s) f
+                          JOIN public.ohlcv_data o USING (ticker, region, date)
+                          ORDER BY o.ticker, o.date LIMIT %%s""" % flag, (n, n))
+                self.samples[name] = [r[0] for r in self.cur.fetchall()]
 
     def return_checks(self):
         """z = (r - mean) / stddev per ticker, both taken over returns within the
@@ -220,10 +217,6 @@ class Audit(object):
         the stage), spikes, their reversals and lone jumps are told apart with no window."""
         n = self.p["sample_size"]
         ratios = "ARRAY[%s]::float8[]" % ",".join(repr(r) for r in SPLIT_RATIOS)
-        self.q("""CREATE TEMP TABLE qa_stats ON COMMIT DROP AS
-                  SELECT ticker, region, avg(r) AS mu, stddev_samp(r) AS sd
-                  FROM qa_bars WHERE r IS NOT NULL AND abs(r) < %s GROUP BY ticker, region""",
-               (self.p["volatility_cap"],))
         self.q("""
             CREATE TEMP TABLE qa_flags ON COMMIT DROP AS
             WITH z AS (
@@ -360,11 +353,12 @@ def main():
         region=dict(type="str"), tickers=dict(type="list", elements="str"),
         start_date=dict(type="str"), end_date=dict(type="str"),
         checks=dict(type="list", elements="str"), thresholds=dict(type="dict", default={}),
-        z_threshold=dict(type="float", default=10.0), lookback_days=dict(type="int", default=400),
+        z_threshold=dict(type="float", default=10.0), lookback_days=dict(type="int", default=120),
         volatility_cap=dict(type="float", default=0.25),
         stale_sessions=dict(type="int", default=7), split_tolerance=dict(type="float", default=4.0),
         region_exchanges=dict(type="dict", default={"KR": "XKRX", "US": "XNYS"}),
         sample_size=dict(type="int", default=5), work_mem=dict(type="str", default="256MB"),
+        temp_buffers=dict(type="str", default="256MB"),
         fix=dict(type="bool", default=False), record_results=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -387,7 +381,9 @@ def main():
     audit = Audit(module, conn)
     fixed = 0
     try:
-        audit.q("SELECT set_config('work_mem', %s, true)", (p["work_mem"],))
+        # temp_buffers must be set before the session's first temp table.
+        audit.q("SELECT set_config('temp_buffers', %s, false), set_config('work_mem', %s, true)",
+                (p["temp_buffers"], p["work_mem"]))
         if p["fix"]:
             fixed = audit.fix_duplicates()
         audit.stage()
