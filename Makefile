@@ -10,7 +10,7 @@ LAB_DB    := qdb-lab-db1
 DB        := quant_platform
 export SQL
 
-.PHONY: help setup demo test lab-up lab-down site sample-data load-sample audit psql lint yamllint ansible-lint pytest molecule clean
+.PHONY: help setup demo test bench lab-up lab-down site sample-data load-sample audit psql lint yamllint ansible-lint pytest molecule clean
 
 # Demo data: 100 tickers per region (KR, US) x 3 years on the XKRX/XNYS calendars.
 DEMO_DATA := data/demo.csv.gz
@@ -18,6 +18,7 @@ DEMO_DATA := data/demo.csv.gz
 help:
 	@echo "make demo      lab up + site.yml + summary (main job)"
 	@echo "make test      yamllint, ansible-lint, pytest, every Molecule scenario"
+	@echo "make bench     2,500 tickers x 10 years, tuned vs naive (BENCH_SCALE=small: a quick run)"
 	@echo "make lab-up | lab-down | site | psql SQL=\"...\""
 
 setup:
@@ -48,6 +49,10 @@ audit: setup
 
 demo: lab-up site load-sample audit
 	@bash scripts/demo-summary.sh
+
+# Benchmark (docs/benchmarks.md): the lab, converged, then scripts/bench.sh.
+bench: lab-up site
+	@bash scripts/bench.sh
 
 psql:
 	@[ -n "$$SQL" ] || { echo 'usage: make psql SQL="select 1"' >&2; exit 2; }

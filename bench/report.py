@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Turn the raw output of playbooks/bench.yml into bench/results.json, and optionally the
+results table of docs/benchmarks.md and its chart.
+
+  python bench/report.py --raw reports/bench-raw.json --out bench/results.json \
+      --noop-seconds 41.2 --noop-changed 0 --docs docs/benchmarks.md --chart docs/benchmarks.png
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+QUERIES = ["single_ticker_250d", "single_ticker_1y", "single_ticker_10y", "backtest_5y_50",
+           "portfolio_cov_100", "monthly_rollup"]
+TITLES = {
+    "single_ticker_250d": "Single ticker, 250 days", "single_ticker_1y": "Single ticker, 1 year",
+    "single_ticker_10y": "Single ticker, 10 years", "backtest_5y_50": "Backtest, 5 years x 50 tickers",
+    "portfolio_cov_100": "Portfolio optimisation input (100 x 5y covariance)",
+    "monthly_rollup": "Monthly rollup, one ticker, all years",
+}
+# The operations guide's "Performance Benchmarks" targets (ms); the rollup has none.
+SEED_SLO_MS = {"single_ticker_250d": 100, "single_ticker_1y": 200, "single_ticker_10y": 1000,
+               "backtest_5y_50": 5000, "portfolio_cov_100": 10000, "monthly_rollup": None}
+# The benchmark issue's goals for this project on the lab box.
+GOALS = {
+    "single_ticker_250d_p95_ms": ("<=", 1.0), "single_ticker_1y_p95_ms": ("<=", 1.0),
+    "single_ticker_10y_p95_ms": ("<=", 6.0), "backtest_5y_50_p95_ms": ("<=", 120.0),
+    "portfolio_cov_100_p95_ms": ("<=", 250.0), "single_ticker_250d_vs_naive": (">=", 8.0),
+    "backtest_5y_50_vs_naive": (">=", 2.5), "ingest_rows_per_s": (">=", 100000.0),
+    "audit_seconds": ("<=", 15.0), "scrape_ms": ("<=", 100.0), "noop_rerun_seconds": ("<=", 30.0),
+}
+START, END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
+
+
+def ratio(naive, tuned):
+    return round(naive / tuned, 1) if naive and tuned else None
+
+
+def build(raw, noop_seconds, noop_changed, scale):
+    tuned, naive = raw["tuned"], raw.get("naive")
+    queries = {}
+    for name in QUERIES:
+        q = tuned["queries"][name]
+        n = naive["queries"][name] if naive else None
+        queries[name] = {"p50_ms": q["p50_ms"], "p95_ms": q["p95_ms"], "naive_p95_ms": n["p95_ms"] if n else None,
+                         "naive_p50_ms": n["p50_ms"] if n else None, "ratio_p95": ratio(n and n["p95_ms"], q["p95_ms"]),
+                         "rows": q["rows"], "runs": q["runs"], "seed_slo_ms": SEED_SLO_MS[name],
+                         "explain": q["explain"], "naive_explain": n["explain"] if n else None}
+    loads = raw.get("loads", {})
+    host = raw.get("host", {})
+    results = {
+        "generated_at": raw["generated_at"],
+        "scale": scale,
+        "command": "make bench" if scale == "full" else "BENCH_SCALE=small make bench",
+        "box": {"cpus": host.get("cpus"), "memory": {"host_bytes": host.get("mem_total_bytes"),
+                                                     "container_limit_bytes": host.get("cgroup_limit_bytes")},
+                "versions": {"postgresql": tuned["facts"]["server_version"], "timescaledb": tuned["facts"]["timescaledb"],
+                             "debian": host.get("debian"), "controller_python": platform.python_version(),
+                             "podman": podman_version()}},
+        "data": {"rows": tuned["facts"]["rows"], "tickers": raw["tickers"], "iterations": raw["iterations"],
+                 "warmup": raw["warmup"], "seed": raw["seed"]},
+        "queries": queries,
+        "ingest_rows_per_s": loads.get("tuned", {}).get("rows_per_s"),
+        "naive_copy_rows_per_s": loads.get("naive", {}).get("rows_per_s"),
+        "audit_seconds": (raw.get("audit") or {}).get("seconds"),
+        "scrape_ms": raw.get("scrape_ms"),
+        "noop_rerun_seconds": noop_seconds,
+        "noop_rerun_changed": noop_changed,
+        "ohlcv_bytes": tuned["facts"]["ohlcv_bytes"],
+        "naive_ohlcv_bytes": naive["facts"]["ohlcv_bytes"] if naive else None,
+        "setups": {"tuned": tuned["facts"], "naive": naive["facts"] if naive else None},
+    }
+    results["goals"] = goals(results)
+    return results
+
+
+def goals(results):
+    values = {
+        "ingest_rows_per_s": results["ingest_rows_per_s"], "audit_seconds": results["audit_seconds"],
+        "scrape_ms": results["scrape_ms"], "noop_rerun_seconds": results["noop_rerun_seconds"],
+        "single_ticker_250d_vs_naive": results["queries"]["single_ticker_250d"]["ratio_p95"],
+        "backtest_5y_50_vs_naive": results["queries"]["backtest_5y_50"]["ratio_p95"],
+    }
+    for name in QUERIES:
+        values[name + "_p95_ms"] = results["queries"][name]["p95_ms"]
+    out = {}
+    for key, (op, target) in GOALS.items():
+        value = values.get(key)
+        met = None if value is None else (value <= target if op == "<=" else value >= target)
+        out[key] = {"goal": "%s %s" % (op, target), "value": value, "met": met}
+    return out
+
+
+def podman_version():
+    try:
+        return subprocess.run(["podman", "--version"], capture_output=True, text=True, check=True).stdout.split()[-1]
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def fmt(value, digits=1):
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and value < 10:
+        return "%.2f" % value
+    return "{:,.{d}f}".format(value, d=digits if isinstance(value, float) and value < 1000 else 0)
+
+
+def table(results):
+    lines = ["| query | seed SLO | p50 ms | p95 ms | naive p95 ms | naive / tuned |",
+             "|---|---|---|---|---|---|"]
+    for name in QUERIES:
+        q = results["queries"][name]
+        slo = "< %s ms" % fmt(q["seed_slo_ms"]) if q["seed_slo_ms"] else "none"
+        lines.append("| %s | %s | %s | %s | %s | %sx |" % (TITLES[name], slo, fmt(q["p50_ms"]), fmt(q["p95_ms"]),
+                                                          fmt(q["naive_p95_ms"]), fmt(q["ratio_p95"])))
+    lines += ["", "| figure | value | goal | met |", "|---|---|---|---|"]
+    for key, g in results["goals"].items():
+        met = {True: "yes", False: "**no**", None: "not measured"}[g["met"]]
+        lines.append("| %s | %s | %s | %s |" % (key, fmt(g["value"]), g["goal"], met))
+    b = results["box"]
+    lines += ["", "Box: %s CPUs, %s GB host RAM, database container limited to %s GB; PostgreSQL %s, TimescaleDB %s. "
+              "Data: %s bars (%s tickers), %s timed runs per query after %s warm-up runs; generated %s by `%s`."
+              % (b["cpus"], fmt((b["memory"]["host_bytes"] or 0) / 2 ** 30), fmt((b["memory"]["container_limit_bytes"] or 0) / 2 ** 30),
+                 b["versions"]["postgresql"], b["versions"]["timescaledb"], "{:,}".format(results["data"]["rows"]),
+                 "{:,}".format(sum(results["data"]["tickers"].values())), results["data"]["iterations"],
+                 results["data"]["warmup"], results["generated_at"], results["command"]),
+              "", "Size on disk of ohlcv_data (table, indexes, all chunks): %s MB tuned, %s MB naive; the seed guide "
+              "estimates ~1 GB for 1,000 tickers x 10 years (OHLCV alone ~200 MB + ~400 MB of all indexes)."
+              % (fmt(results["ohlcv_bytes"] / 2 ** 20), fmt((results["naive_ohlcv_bytes"] or 0) / 2 ** 20))]
+    return "\n".join(lines)
+
+
+def write_docs(path, results, chart_name):
+    with open(path) as handle:
+        text = handle.read()
+    if START not in text or END not in text:
+        sys.exit("%s has no %s ... %s markers" % (path, START, END))
+    block = "%s\n%s\n\n![p95 latency against the seed SLO](%s)\n%s" % (START, table(results), chart_name, END)
+    text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def chart(path, results):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in QUERIES]
+    tuned = [results["queries"][n]["p95_ms"] for n in names]
+    naive = [results["queries"][n]["naive_p95_ms"] or 0 for n in names]
+    slo = [results["queries"][n]["seed_slo_ms"] for n in names]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    y = range(len(names))
+    ax.barh([i + 0.2 for i in y], tuned, height=0.4, label="quantdb-ops p95", color="#2b7bba")
+    ax.barh([i - 0.2 for i in y], naive, height=0.4, label="naive setup p95", color="#c8c8c8")
+    for i, s in enumerate(slo):
+        if s:
+            ax.plot([s, s], [i - 0.45, i + 0.45], color="#d62728", linewidth=2, label="seed SLO" if i == 0 else None)
+    ax.set_xscale("log")
+    ax.set_yticks(list(y))
+    ax.set_yticklabels([TITLES[n].split(" (")[0] for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds (log scale)")
+    ax.set_title("Query latency p95 at %s bars vs the seed guide's SLOs" % "{:,}".format(results["data"]["rows"]))
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--raw", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--scale", default="full")
+    p.add_argument("--noop-seconds", type=float)
+    p.add_argument("--noop-changed", type=int)
+    p.add_argument("--docs")
+    p.add_argument("--chart")
+    args = p.parse_args()
+    with open(args.raw) as handle:
+        raw = json.load(handle)
+    results = build(raw, args.noop_seconds, args.noop_changed, args.scale)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(results, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+    if args.chart:
+        chart(args.chart, results)
+    if args.docs:
+        write_docs(args.docs, results, os.path.basename(args.chart) if args.chart else "benchmarks.png")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

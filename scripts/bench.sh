@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# make bench (docs/benchmarks.md): sample data, a timed no-op re-run of site.yml, then
+# playbooks/bench.yml (tuned vs naive, same data, same container, same run) and the report.
+#   BENCH_SCALE=full  (default) 2,500 tickers x 10 years -> bench/results.json, docs/benchmarks.md
+#   BENCH_SCALE=small 20 tickers x 2 years, fewer runs   -> reports/bench-small.json (make test)
+#   BENCH_INVENTORY   inventory to run against (default inventory/lab; tests pass Molecule's)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scale="${BENCH_SCALE:-full}"
+inventory="${BENCH_INVENTORY:-inventory/lab}"
+case "$scale" in
+    full)  tickers=1250 years=10 iterations="${BENCH_ITERATIONS:-200}" warmup=20
+           src=data/bench.csv.gz db=bench out="${BENCH_OUT:-bench/results.json}" ;;
+    small) tickers=10 years=2 iterations="${BENCH_ITERATIONS:-30}" warmup=5
+           src=data/bench-small.csv.gz db=bench_small out="${BENCH_OUT:-reports/bench-small.json}" ;;
+    *) echo "bench: BENCH_SCALE must be full or small (got '$scale')" >&2; exit 2 ;;
+esac
+manifest="${src%.csv.gz}.json"
+raw="reports/bench-raw-$scale.json"
+mkdir -p data reports
+
+if [[ ! -s $src || ! -s $manifest || ! -s $src.tickers || ! -s $src.sessions ]]; then
+    echo "bench: writing $src ($tickers tickers per region x $years years)"
+    python tools/sample_data.py --tickers "$tickers" --years "$years" --out "$src" --manifest "$manifest"
+    rm -f "$src".*.loads.json          # new data: the databases reload
+fi
+rows="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["rows"])' "$manifest")"
+
+report_args=()
+if [[ $scale == full ]]; then
+    # site.yml has just converged the lab (make bench runs make site first): time a no-op re-run.
+    echo "bench: timing a no-op re-run of site.yml"
+    log="$(mktemp)"
+    start=$(date +%s.%N)
+    ansible-playbook -i "$inventory" playbooks/site.yml > "$log"
+    seconds=$(python -c "import sys; print(round($(date +%s.%N) - $start, 1))")
+    changed=$(awk '/^[^ ].* : ok=/ { for (i = 1; i <= NF; i++) if ($i ~ /^changed=/) { split($i, a, "="); s += a[2] } } END { print s + 0 }' "$log")
+    rm -f "$log"
+    echo "bench: no-op re-run ${seconds} s, changed=${changed}"
+    report_args+=(--noop-seconds "$seconds" --noop-changed "$changed" --docs docs/benchmarks.md --chart docs/benchmarks.png)
+fi
+
+ansible-playbook -i "$inventory" playbooks/bench.yml -e "bench_src=$src" -e "bench_rows=$rows" \
+    -e "bench_database=$db" -e "bench_naive_database=${db}_naive" \
+    -e "bench_iterations=$iterations" -e "bench_warmup=$warmup" -e "bench_result=$raw"
+python bench/report.py --raw "$raw" --out "$out" --scale "$scale" "${report_args[@]}"
+echo "bench: wrote $out"
