@@ -147,16 +147,28 @@ def run_monthly(sql):
     return run
 
 
+def block_counters(conn):
+    """(hit, read) shared-buffer blocks of this database so far, own session's included."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    return conn.execute("SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()").fetchone()
+
+
 def time_query(conn, fn, params, warmup):
     cur = conn.cursor(binary=True)
     for args in params[:warmup]:
         fn(cur, args)
     samples, rows = [], 0
+    hit0, read0 = block_counters(conn)
     for args in params[warmup:]:
         t0 = time.perf_counter()
         rows += fn(cur, args)
         samples.append((time.perf_counter() - t0) * 1000.0)
-    return samples, rows // max(1, len(samples))
+    hit1, read1 = block_counters(conn)
+    hit, read = hit1 - hit0, read1 - read0
+    # blocks PostgreSQL had to ask the kernel for (page cache or disk) during the timed runs
+    buffers = {"hit": hit, "read": read, "hit_ratio": round(hit / (hit + read), 4) if hit + read else None}
+    return samples, rows // max(1, len(samples)), buffers
 
 
 def explain(conn, sql, args):
@@ -185,9 +197,9 @@ def bench_setup(dsn, plan, warmup, has_rollup):
     out = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         for name, (fn, sql) in queries.items():
-            samples, rows = time_query(conn, fn, plan[name], warmup)
+            samples, rows, buffers = time_query(conn, fn, plan[name], warmup)
             out[name] = {"p50_ms": round(statistics.median(samples), 3), "p95_ms": round(percentile(samples, 0.95), 3),
-                         "max_ms": round(max(samples), 3), "runs": len(samples), "rows": rows,
+                         "max_ms": round(max(samples), 3), "runs": len(samples), "rows": rows, "buffers": buffers,
                          "explain": explain(conn, sql, plan[name][-1])}
     return out
 

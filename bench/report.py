@@ -48,6 +48,8 @@ def build(raw, noop_seconds, noop_changed, scale):
         queries[name] = {"p50_ms": q["p50_ms"], "p95_ms": q["p95_ms"], "naive_p95_ms": n["p95_ms"] if n else None,
                          "naive_p50_ms": n["p50_ms"] if n else None, "ratio_p95": ratio(n and n["p95_ms"], q["p95_ms"]),
                          "rows": q["rows"], "runs": q["runs"], "seed_slo_ms": SEED_SLO_MS[name],
+                         "buffer_hit_ratio": q.get("buffers", {}).get("hit_ratio"),
+                         "naive_buffer_hit_ratio": n.get("buffers", {}).get("hit_ratio") if n else None,
                          "explain": q["explain"], "naive_explain": n["explain"] if n else None}
     loads = raw.get("loads", {})
     host = raw.get("host", {})
@@ -109,14 +111,19 @@ def fmt(value, digits=1):
     return "{:,.{d}f}".format(value, d=digits if isinstance(value, float) and value < 1000 else 0)
 
 
+def pct(ratio):
+    return "n/a" if ratio is None else "%.1f%%" % (100 * ratio)
+
+
 def table(results):
-    lines = ["| query | seed SLO | p50 ms | p95 ms | naive p95 ms | naive / tuned |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| query | seed SLO | p50 ms | p95 ms | naive p95 ms | naive / tuned | buffer hits tuned / naive |",
+             "|---|---|---|---|---|---|---|"]
     for name in QUERIES:
         q = results["queries"][name]
         slo = "< %s ms" % fmt(q["seed_slo_ms"]) if q["seed_slo_ms"] else "none"
-        lines.append("| %s | %s | %s | %s | %s | %sx |" % (TITLES[name], slo, fmt(q["p50_ms"]), fmt(q["p95_ms"]),
-                                                          fmt(q["naive_p95_ms"]), fmt(q["ratio_p95"])))
+        lines.append("| %s | %s | %s | %s | %s | %sx | %s / %s |" % (
+            TITLES[name], slo, fmt(q["p50_ms"]), fmt(q["p95_ms"]), fmt(q["naive_p95_ms"]), fmt(q["ratio_p95"]),
+            pct(q["buffer_hit_ratio"]), pct(q["naive_buffer_hit_ratio"])))
     lines += ["", "| figure | value | goal | met |", "|---|---|---|---|"]
     for key, g in results["goals"].items():
         met = {True: "yes", False: "**no**", None: "not measured"}[g["met"]]
