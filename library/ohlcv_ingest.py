@@ -35,6 +35,15 @@ options:
   work_mem: {description: "work_mem for this load's sorts and hashes (duplicate check, ordered insert).", type: str, default: 256MB}
   maintenance_work_mem: {description: maintenance_work_mem for the index rebuild of a backfill., type: str, default: 512MB}
   temp_buffers: {description: temp_buffers for the staging tables (kept in memory when they fit)., type: str, default: 256MB}
+  prewarm_recent:
+    description:
+      - After a bulk backfill, load the chunks (and their indexes) holding this much of the most
+        recent data into shared_buffers with pg_prewarm: a backfill writes through a small ring
+        buffer, so without it the first reads of recent bars come from disk. Empty to skip.
+      - Needs the pg_prewarm extension in the database (the schema role creates it); skipped
+        with a warning when it is missing. Not counted in C(seconds) and C(rows_per_s).
+    type: str
+    default: 2 years
 notes:
   - Connection options (login_host, login_port, login_user, login_password, login_db, ssl_mode) are
     those of every quantdb-ops module. Needs PostgreSQL 16 or later (pg_input_is_valid).
@@ -62,6 +71,8 @@ samples: {description: "First invalid rows: line, reason, ticker, date.", return
 tickers_registered: {description: Tickers added or updated., returned: always, type: int}
 sessions_added: {description: Exchange sessions added., returned: always, type: int}
 bulk: {description: Whether the index drop/rebuild backfill path ran., returned: always, type: bool}
+prewarmed_blocks: {description: Blocks pg_prewarm loaded after a bulk backfill (0 when it did not run)., returned: always, type: int}
+prewarm_seconds: {description: Seconds the prewarm took., returned: always, type: float}
 seconds: {description: Wall time of the load., returned: always, type: float}
 rows_per_s: {description: rows_read / seconds., returned: always, type: float}
 """
@@ -193,6 +204,19 @@ def stage_bars(cur, src):
     return False
 
 
+# Recent chunks (relative to the newest bar) and every index on them, into shared_buffers.
+PREWARM = """
+WITH recent AS (
+    SELECT c AS rel FROM show_chunks('public.ohlcv_data',
+        newer_than => ((SELECT max(date) FROM public.ohlcv_data) - %s::interval)::date) c
+)
+SELECT coalesce(sum(pg_prewarm(rel)), 0) FROM (
+    SELECT rel FROM recent
+    UNION ALL
+    SELECT i.indexrelid::regclass FROM pg_index i JOIN recent r ON i.indrelid = r.rel
+) rels"""
+
+
 def write_bars(cur, bulk, result):
     """Insert the valid staged bars. Into an empty table: drop the indexes, insert in
     (ticker, date) order, rebuild them; otherwise upsert only what differs."""
@@ -224,6 +248,7 @@ def main():
         work_mem=dict(type="str", default="256MB"),
         maintenance_work_mem=dict(type="str", default="512MB"),
         temp_buffers=dict(type="str", default="256MB"),
+        prewarm_recent=dict(type="str", default="2 years"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
@@ -237,7 +262,8 @@ def main():
     sha = file_sha256(p["src"])
     watch = Stopwatch()
     result = dict(changed=False, file=file_name, sha256=sha, new=0, updated=0, unchanged=0, quarantined=0,
-                  quarantined_new=0, reasons={}, samples=[], tickers_registered=0, sessions_added=0, bulk=False)
+                  quarantined_new=0, reasons={}, samples=[], tickers_registered=0, sessions_added=0, bulk=False,
+                  prewarmed_blocks=0, prewarm_seconds=0.0)
 
     conn = connect(module)
     try:
@@ -336,7 +362,26 @@ def main():
         conn.close()
     result["seconds"] = round(watch.ms / 1000.0, 3)
     result["rows_per_s"] = round(result["rows_read"] / result["seconds"], 1) if result["seconds"] else None
+    if result["bulk"] and p["prewarm_recent"]:
+        prewarm(module, p, result)
     module.exit_json(**result)
+
+
+def prewarm(module, p, result):
+    """Load the recent chunks of a fresh backfill and their indexes into shared_buffers."""
+    watch = Stopwatch()
+    conn = connect(module, autocommit=True)
+    try:
+        if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_prewarm'").fetchone():
+            module.warn("prewarm_recent: the pg_prewarm extension is not installed in %s; skipped" % p["login_db"])
+            return
+        row = conn.execute(PREWARM, (p["prewarm_recent"],)).fetchone()
+        result["prewarmed_blocks"] = int(row[0])
+    except psycopg.Error as exc:
+        module.warn("prewarm_recent: skipped: %s" % str(exc).strip())
+    finally:
+        conn.close()
+        result["prewarm_seconds"] = round(watch.ms / 1000.0, 3)
 
 
 if __name__ == "__main__":
