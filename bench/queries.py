@@ -112,12 +112,12 @@ def run_single(cur, args):
     cur.execute(SINGLE, args)
     packed = cur.fetchone()[0]
     bars = numpy.frombuffer(packed or b"", BAR_DTYPE)[::-1]
-    dates, ohlcv = bars["date"], bars[["open", "high", "low", "close", "volume"]]
-    return len(dates) if len(ohlcv) == len(dates) else -1
+    dates, ohlcv = bars["date"], bars[["open", "high", "low", "close", "volume"]]   # noqa: F841 (the client's work)
+    return len(dates)
 
 
 def run_bars(cur, args):
-    """Single-ticker reads and the backtest: per ticker, its dates and an (n x 5) OHLCV array."""
+    """The backtest: per ticker, its dates and an (n x 5) OHLCV array, oldest first."""
     bars = read_packed(cur, BARS, args, BAR_DTYPE)
     arrays = {t: (r["date"], r[["open", "high", "low", "close", "volume"]]) for t, r in bars.items()}
     return sum(len(d) for d, _ in arrays.values())
@@ -204,9 +204,12 @@ def bench_setup(dsn, plan, warmup, has_rollup):
     return out
 
 
+ROLLUP_EXISTS = "SELECT count(*) > 0 FROM pg_class WHERE relname = 'ohlcv_monthly'"
+
+
 def has_rollup(dsn):
     with psycopg.connect(dsn) as conn:
-        return bool(conn.execute("SELECT count(*) FROM pg_class WHERE relname = 'ohlcv_monthly'").fetchone()[0])
+        return conn.execute(ROLLUP_EXISTS).fetchone()[0]
 
 
 def setup_facts(dsn):
@@ -220,7 +223,7 @@ def setup_facts(dsn):
             "chunks": one("SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'ohlcv_data'"),
             "rows": one("SELECT count(*) FROM ohlcv_data"),
             "ohlcv_bytes": one("SELECT hypertable_size('ohlcv_data')"),
-            "has_rollup": bool(one("SELECT count(*) FROM pg_class WHERE relname = 'ohlcv_monthly'")),
+            "has_rollup": one(ROLLUP_EXISTS),
         }
 
 
