@@ -66,7 +66,7 @@ import json
 from datetime import date, datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, psycopg, sql
+from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, sql, transaction
 
 CHECKS = ["missing_sessions", "extra_sessions", "duplicates", "null_values", "ohlc_violations",
           "non_positive_prices", "negative_volume", "price_anomalies", "split_jumps",
@@ -380,7 +380,7 @@ def main():
     conn = connect(module)
     audit = Audit(module, conn)
     fixed = 0
-    try:
+    with transaction(module, conn, "audit failed, nothing changed"):
         # temp_buffers must be set before the session's first temp table.
         audit.q("SELECT set_config('temp_buffers', %s, false), set_config('work_mem', %s, true)",
                 (p["temp_buffers"], p["work_mem"]))
@@ -415,15 +415,6 @@ def main():
                 [(run_id, generated_at, json.dumps(scope), n, c["status"], c["count"], audit.rows_scanned, seconds)
                  for n, c in report_checks.items()])
             report["run_id"] = run_id
-        if module.check_mode:
-            conn.rollback()
-        else:
-            conn.commit()
-    except psycopg.Error as exc:
-        conn.rollback()
-        module.fail_json(msg="audit failed, nothing changed: %s" % str(exc).strip())
-    finally:
-        conn.close()
     failed = sorted(n for n, c in report["checks"].items() if c["status"] == "fail")
     module.exit_json(changed=fixed > 0, report=report, failed_checks=failed, fixed=fixed)
 

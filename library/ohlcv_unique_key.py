@@ -37,7 +37,7 @@ rows_before: {description: Rows in ohlcv_data before., returned: when adopted, t
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, psycopg, sql
+from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, sql, transaction
 
 HAS_KEY = """
 SELECT EXISTS (
@@ -62,7 +62,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     result = dict(changed=False, table_exists=False, had_key=False, duplicates_removed=0)
     conn = connect(module)
-    try:
+    with transaction(module, conn, "adopting ohlcv_data failed, nothing changed", result):
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass('public.ohlcv_data') IS NOT NULL")
             result["table_exists"] = cur.fetchone()[0]
@@ -89,15 +89,6 @@ def main():
             cur.execute(sql.SQL("CREATE UNIQUE INDEX {} ON public.ohlcv_data (ticker, region, date DESC)").format(
                 sql.Identifier(module.params["index_name"])))
         result["changed"] = True
-        if module.check_mode:
-            conn.rollback()
-        else:
-            conn.commit()
-    except psycopg.Error as exc:
-        conn.rollback()
-        module.fail_json(msg="adopting ohlcv_data failed, nothing changed: %s" % str(exc).strip(), **result)
-    finally:
-        conn.close()
     module.exit_json(**result)
 
 

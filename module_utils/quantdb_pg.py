@@ -8,6 +8,7 @@ One driver generation only: psycopg 3.
 """
 from __future__ import absolute_import, division, print_function
 
+import contextlib
 import hashlib
 import time
 import traceback
@@ -67,6 +68,24 @@ def connect(module, autocommit=False):
     except psycopg.Error as exc:
         target = "%s:%s/%s" % (kwargs.get("host", "<socket>"), kwargs["port"], kwargs["dbname"])
         module.fail_json(msg="cannot connect to %s: %s" % (target, str(exc).strip()))
+
+
+@contextlib.contextmanager
+def transaction(module, conn, failure, result=None):
+    """The body's work as one transaction on conn: committed, or rolled back in check mode so
+    a module can do the real work and still report it truthfully. A database error rolls it
+    back and fails the module with `failure: <error>` (and `result`). Closes conn."""
+    try:
+        yield
+        if module.check_mode:
+            conn.rollback()
+        else:
+            conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        module.fail_json(msg="%s: %s" % (failure, str(exc).strip()), **(result or {}))
+    finally:
+        conn.close()
 
 
 def sha256_text(text):
