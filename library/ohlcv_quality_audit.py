@@ -66,6 +66,7 @@ import json
 from datetime import date, datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.quantdb_ohlcv import HAS_UNIQUE_KEY, dedupe_statement
 from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, sql, transaction
 
 CHECKS = ["missing_sessions", "extra_sessions", "duplicates", "null_values", "ohlc_violations",
@@ -93,14 +94,6 @@ def jsonable(value):
 def rows_as_dicts(cur):
     names = [d.name for d in cur.description]
     return [{k: jsonable(v) for k, v in zip(names, row)} for row in cur.fetchall()]
-
-
-HAS_UNIQUE_KEY = """
-SELECT EXISTS (
-    SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-    WHERE i.indrelid = 'public.ohlcv_data'::regclass AND i.indisunique AND i.indpred IS NULL
-    GROUP BY i.indexrelid
-    HAVING array_agg(a.attname::text ORDER BY a.attname) = ARRAY['date', 'region', 'ticker'] AND count(*) = 3)"""
 
 
 class Audit(object):
@@ -328,14 +321,7 @@ class Audit(object):
 
     def fix_duplicates(self):
         where, args = self.scope_sql()
-        self.q("""DELETE FROM public.ohlcv_data WHERE id IN (
-                      SELECT id FROM (
-                          SELECT id, row_number() OVER (PARTITION BY ticker, region, date ORDER BY created_at, id) AS rn
-                          FROM public.ohlcv_data o
-                          WHERE %s AND (ticker, region, date) IN (
-                              SELECT ticker, region, date FROM public.ohlcv_data WHERE %s
-                              GROUP BY ticker, region, date HAVING count(*) > 1)) d
-                      WHERE rn > 1)""" % (where, where), list(args) + list(args))
+        self.q(dedupe_statement(where), list(args) + list(args))
         return self.cur.rowcount
 
 

@@ -37,23 +37,8 @@ rows_before: {description: Rows in ohlcv_data before., returned: when adopted, t
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.quantdb_ohlcv import HAS_UNIQUE_KEY, dedupe_statement
 from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, sql, transaction
-
-HAS_KEY = """
-SELECT EXISTS (
-    SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-    WHERE i.indrelid = 'public.ohlcv_data'::regclass AND i.indisunique AND i.indpred IS NULL
-    GROUP BY i.indexrelid
-    HAVING array_agg(a.attname::text ORDER BY a.attname) = ARRAY['date', 'region', 'ticker'] AND count(*) = 3)"""
-
-DEDUPE = """
-DELETE FROM public.ohlcv_data WHERE id IN (
-    SELECT id FROM (
-        SELECT id, row_number() OVER (PARTITION BY ticker, region, date ORDER BY created_at, id) AS rn
-        FROM public.ohlcv_data
-        WHERE (ticker, region, date) IN (SELECT ticker, region, date FROM public.ohlcv_data
-                                         GROUP BY ticker, region, date HAVING count(*) > 1)) d
-    WHERE rn > 1)"""
 
 
 def main():
@@ -68,7 +53,7 @@ def main():
             result["table_exists"] = cur.fetchone()[0]
             if not result["table_exists"]:
                 module.exit_json(**result)
-            cur.execute(HAS_KEY)
+            cur.execute(HAS_UNIQUE_KEY)
             result["had_key"] = cur.fetchone()[0]
             if result["had_key"]:
                 module.exit_json(**result)
@@ -81,7 +66,7 @@ def main():
             cur.execute("LOCK TABLE public.ohlcv_data IN SHARE ROW EXCLUSIVE MODE")
             cur.execute("SELECT count(*) FROM public.ohlcv_data")
             result["rows_before"] = cur.fetchone()[0]
-            cur.execute(DEDUPE)
+            cur.execute(dedupe_statement())
             result["duplicates_removed"] = cur.rowcount
             cur.execute("SELECT to_regclass(%s) IS NOT NULL", ("public." + module.params["index_name"],))
             if cur.fetchone()[0]:
