@@ -33,19 +33,25 @@ lab-down: setup
 site: setup
 	ansible-playbook -i inventory/lab playbooks/site.yml
 
-$(DEMO_DATA): tools/sample_data.py
+$(DEMO_DATA) $(DEMO_DATA).json: tools/sample_data.py
 	@mkdir -p data
-	python tools/sample_data.py --tickers 100 --years 3 --out $(DEMO_DATA)
+	python tools/sample_data.py --tickers 100 --years 3 --out $(DEMO_DATA) --manifest $(DEMO_DATA).json
 
-sample-data: setup $(DEMO_DATA)
+sample-data: setup $(DEMO_DATA) $(DEMO_DATA).json
 
 load-sample: sample-data
 	ansible-playbook -i inventory/lab playbooks/ingest.yml -e ingest_src=$(DEMO_DATA) \
 	  -e ingest_tickers_src=$(DEMO_DATA).tickers -e ingest_sessions_src=$(DEMO_DATA).sessions
 
+# The sample data ends on a fixed day (reproducible): audit it as of that day, not the clock.
+DEMO_AS_OF = $(shell python -c 'import json; print(json.load(open("$(DEMO_DATA).json"))["end"])' 2>/dev/null)
+
 audit: setup
 	@mkdir -p reports
-	ansible-playbook -i inventory/lab playbooks/quality_audit.yml -e quality_audit_report=$(CURDIR)/reports/quality.json
+	@[ -n "$(DEMO_AS_OF)" ] || { echo "audit: no $(DEMO_DATA).json; run make load-sample first" >&2; exit 2; }
+	@echo "audit: as of $(DEMO_AS_OF), the last day of the sample data ($(DEMO_DATA).json)"
+	ansible-playbook -i inventory/lab playbooks/quality_audit.yml -e quality_audit_report=$(CURDIR)/reports/quality.json \
+	  -e quality_audit_as_of=$(DEMO_AS_OF)
 
 demo: lab-up site load-sample audit
 	@bash scripts/demo-summary.sh

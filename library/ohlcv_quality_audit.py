@@ -11,39 +11,118 @@ short_description: Data quality audit of ohlcv_data, set-based, with an optional
 description:
   - Runs the checks missing_sessions, extra_sessions, duplicates, null_values, ohlc_violations,
     non_positive_prices, negative_volume, price_anomalies, split_jumps, zero_volume_moves,
-    stale_tickers and future_dates over the scope given (region, tickers, date window), and
-    returns a report C({generated_at, database, rows_scanned, checks: {NAME: {status, count, samples}}}).
+    stale_tickers, stale_regions, future_dates and uncovered_bars over the scope given (region,
+    tickers, date window), and returns a report with generated_at, database, as_of,
+    as_of_by_exchange, rows_scanned and checks (per check its status, count and samples).
+  - What "today" means is O(as_of), by default today in each exchange's time zone (from the
+    exchanges table the calendars role keeps; UTC, with a note, for an exchange it does not
+    know). Bars after it are future_dates; staleness is measured against the latest session
+    whose bar is expected by then (its date plus O(publication_delay) has passed).
   - Sessions come from exchange_sessions, by each ticker's exchange (tickers.exchange, else
-    O(region_exchanges)).
-  - price_anomalies uses a robust z-score of daily log returns (mean and stddev per ticker over the
-    scope plus O(lookback_days), of the returns within O(volatility_cap) only): a bar is an anomaly when its return is beyond O(z_threshold) and
-    the next return reverts it (a spike), or when it is a lone jump not at a split ratio. Lone jumps
-    at a split ratio (1/10 .. 10, the day's ordinary move allowed for) that corporate_actions does not
-    explain are split_jumps.
+    O(region_exchanges)). Bars outside their exchange's loaded calendar are uncovered_bars and
+    are checked for neither missing nor extra sessions.
+  - price_anomalies uses a robust z-score of daily log returns (mean and stddev per ticker over
+    the scope plus O(lookback_days), of the returns within O(volatility_cap) only). A bar is an
+    anomaly when its return is beyond O(z_threshold) and the next return reverts it (a spike),
+    or when it is a lone jump not at a split ratio. Lone jumps at a split ratio (1/10 .. 10, the
+    day's ordinary move allowed for) that corporate_actions does not explain are split_jumps.
+  - No value in the table stops the audit. NULLs, zeros, Infinity and NaN, or prices from 1e-300
+    to 1e300, give findings, never an arithmetic error.
   - Records one row per check in quality_audit_results (unless O(record_results) is false); that
     log is not counted as a change. C(changed) is true only when O(fix) removes duplicates.
   - O(fix=true) deletes duplicate bars keeping the earliest created_at (then lowest id), in one
     transaction. In check mode it reports what would be deleted and deletes nothing.
 options:
-  region: {description: Only this region., type: str}
-  tickers: {description: Only these tickers., type: list, elements: str}
-  start_date: {description: First date audited (ISO); default the first bar., type: str}
-  end_date: {description: Last date audited (ISO); default the last bar., type: str}
-  checks: {description: Checks to run (default all)., type: list, elements: str}
-  thresholds: {description: "Per check {warn: N, fail: N}: status is fail when count >= fail, warn when count >= warn.", type: dict, default: {}}
-  z_threshold: {description: Robust z-score beyond which a daily return is extreme., type: float, default: 10.0}
-  lookback_days: {description: Days before start_date read for returns and their statistics., type: int, default: 120}
-  volatility_cap: {description: "Returns beyond +-this log return are left out of each ticker's mean and stddev.", type: float, default: 0.25}
-  stale_sessions: {description: An active ticker is stale when its last bar is more than this many sessions old., type: int, default: 7}
-  split_tolerance: {description: "A jump is at a split ratio k when, less ln(k), its return is within this many robust sigmas of the median.", type: float, default: 4.0}
-  region_exchanges: {description: Exchange of each region for tickers without one., type: dict, default: {KR: XKRX, US: XNYS}}
-  sample_size: {description: Samples per check., type: int, default: 5}
-  work_mem: {description: work_mem for the audit's sorts., type: str, default: 256MB}
-  temp_buffers: {description: temp_buffers for the audit's staging table., type: str, default: 256MB}
-  fix: {description: Remove duplicates (earliest created_at wins)., type: bool, default: false}
-  record_results: {description: Store per-check counts in quality_audit_results., type: bool, default: true}
+  region:
+    description: Only this region.
+    type: str
+  tickers:
+    description: Only these tickers.
+    type: list
+    elements: str
+  start_date:
+    description: First date audited (ISO); default the first bar.
+    type: str
+  end_date:
+    description: Last date audited (ISO); default the last bar.
+    type: str
+  as_of:
+    description:
+      - The day the audit is run as of (ISO date). Bars after it are future; the latest session
+        expected by the end of that day decides staleness. Default today in each exchange's time
+        zone. Set it to re-run yesterday's audit or to audit a restored copy as of its backup.
+    type: str
+  publication_delay:
+    description:
+      - How long after the start of a session's date its bar is expected (a PostgreSQL interval,
+        in the exchange's local time). With 18 hours, Friday's bar is expected from Friday 18:00.
+    type: str
+    default: 18 hours
+  checks:
+    description: Checks to run (default all).
+    type: list
+    elements: str
+  thresholds:
+    description:
+      - Per check a mapping of C(warn) and/or C(fail) to a count; status is fail when count >= fail,
+        warn when count >= warn. A null limit never applies.
+    type: dict
+    default: {}
+  z_threshold:
+    description: Robust z-score beyond which a daily return is extreme.
+    type: float
+    default: 10.0
+  lookback_days:
+    description: Days before start_date read for returns and their statistics.
+    type: int
+    default: 120
+  volatility_cap:
+    description: Returns beyond plus or minus this log return are left out of each ticker's mean and stddev.
+    type: float
+    default: 0.25
+  stale_sessions:
+    description: An active ticker is stale when its last bar is more than this many sessions behind the expected session.
+    type: int
+    default: 7
+  stale_region_sessions:
+    description:
+      - A region's feed (its tickers on one exchange) is stale when its newest bar is more than this
+        many sessions behind the expected session. 0 means the expected session's bar must be there.
+    type: int
+    default: 0
+  split_tolerance:
+    description: A jump is at a split ratio k when, less ln(k), its return is within this many robust sigmas of the mean.
+    type: float
+    default: 4.0
+  region_exchanges:
+    description: Exchange (MIC) of each region, for tickers without one.
+    type: dict
+    default:
+      KR: XKRX
+      US: XNYS
+  sample_size:
+    description: Samples per check.
+    type: int
+    default: 5
+  work_mem:
+    description: work_mem for the audit's sorts.
+    type: str
+    default: 256MB
+  temp_buffers:
+    description: temp_buffers for the audit's staging table.
+    type: str
+    default: 256MB
+  fix:
+    description: Remove duplicates (earliest created_at wins).
+    type: bool
+    default: false
+  record_results:
+    description: Store per-check counts in quality_audit_results.
+    type: bool
+    default: true
 notes:
-  - Connection options are those of every quantdb-ops module.
+  - Connection options (login_host, login_port, login_user, login_password, login_db, ssl_mode,
+    connect_timeout, application_name) are those of every quantdb-ops module.
 author: quantdb-ops
 """
 
@@ -54,12 +133,37 @@ EXAMPLES = r"""
     region: KR
     start_date: "2025-10-27"
   register: audit
+
+- name: Audit a restored copy as of the day of its backup
+  ohlcv_quality_audit:
+    login_db: restored
+    as_of: "2025-10-31"
 """
 
 RETURN = r"""
-report: {description: The audit report (see description)., returned: always, type: dict}
-failed_checks: {description: Names of the checks whose status is fail., returned: always, type: list}
-fixed: {description: "Duplicates deleted (or, in check mode, that would be).", returned: always, type: int}
+report:
+  description: The audit report (see the description).
+  returned: always
+  type: dict
+  sample:
+    generated_at: "2025-11-01T06:00:00+00:00"
+    database: quant_platform
+    as_of: "2025-10-31"
+    as_of_by_exchange:
+      XKRX: {as_of: "2025-10-31", timezone: Asia/Seoul, expected_session: "2025-10-31"}
+    rows_scanned: 145000
+    checks:
+      stale_tickers: {status: warn, count: 1, samples: [{ticker: "005930", region: KR, last_date: "2025-10-02"}]}
+failed_checks:
+  description: Names of the checks whose status is fail.
+  returned: always
+  type: list
+  sample: [price_anomalies]
+fixed:
+  description: Duplicates deleted (or, in check mode, that would be).
+  returned: always
+  type: int
+  sample: 0
 """
 
 import json
@@ -67,18 +171,19 @@ from datetime import date, datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.quantdb_ohlcv import HAS_UNIQUE_KEY, dedupe_statement
-from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, sql, transaction
+from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, psycopg, transaction
 
 CHECKS = ["missing_sessions", "extra_sessions", "duplicates", "null_values", "ohlc_violations",
           "non_positive_prices", "negative_volume", "price_anomalies", "split_jumps",
-          "zero_volume_moves", "stale_tickers", "future_dates"]
+          "zero_volume_moves", "stale_tickers", "stale_regions", "future_dates", "uncovered_bars"]
 DEFAULT_THRESHOLDS = {
     "missing_sessions": {"warn": 1, "fail": 50}, "extra_sessions": {"warn": 1, "fail": 10},
     "duplicates": {"warn": 1, "fail": 1}, "null_values": {"warn": 1, "fail": 1},
     "ohlc_violations": {"warn": 1, "fail": 1}, "non_positive_prices": {"warn": 1, "fail": 1},
     "negative_volume": {"warn": 1, "fail": 1}, "price_anomalies": {"warn": 1, "fail": 1},
     "split_jumps": {"warn": 1, "fail": 1}, "zero_volume_moves": {"warn": 1, "fail": None},
-    "stale_tickers": {"warn": 1, "fail": None}, "future_dates": {"warn": 1, "fail": 1},
+    "stale_tickers": {"warn": 1, "fail": None}, "stale_regions": {"warn": 1, "fail": 1},
+    "future_dates": {"warn": 1, "fail": 1}, "uncovered_bars": {"warn": 1, "fail": None},
 }
 SPLIT_RATIOS = [0.1, 0.2, 0.25, 1.0 / 3, 0.5, 2.0, 3.0, 4.0, 5.0, 10.0]
 
@@ -134,6 +239,44 @@ class Audit(object):
     def q(self, query, args=()):
         self.cur.execute(query, args)
 
+    # What "today" means ------------------------------------------------------------------
+    def resolve_as_of(self):
+        """Per exchange: the as_of date (the option, else today in the exchange's time zone),
+        and the latest session whose bar is expected by then: sessions whose date plus
+        publication_delay has passed at the end of as_of (or, by default, now). Exchanges
+        come from the exchanges table (time zones kept by the calendars role), tickers and
+        region_exchanges; one without a known time zone is judged in UTC, with a note."""
+        self.q("""
+            CREATE TEMP TABLE qa_asof ON COMMIT DROP AS
+            WITH names AS (
+                SELECT exchange FROM public.exchanges
+                UNION SELECT exchange FROM public.tickers WHERE exchange IS NOT NULL
+                UNION SELECT value FROM jsonb_each_text(%(map)s::jsonb)),
+            zoned AS (
+                SELECT n.exchange, e.timezone IS NOT NULL AS known_tz, coalesce(e.timezone, 'UTC') AS timezone,
+                       CASE WHEN %(as_of)s::date IS NULL THEN now() AT TIME ZONE coalesce(e.timezone, 'UTC')
+                            ELSE (%(as_of)s::date + 1)::timestamp END AS moment
+                FROM names n LEFT JOIN public.exchanges e USING (exchange))
+            SELECT z.exchange, z.known_tz, z.timezone, coalesce(%(as_of)s::date, z.moment::date) AS as_of,
+                   (SELECT max(s.session) FROM public.exchange_sessions s
+                    WHERE s.exchange = z.exchange AND s.session <= z.moment::date
+                      AND s.session + %(delay)s::interval <= z.moment) AS expected_session
+            FROM zoned z""", {"map": json.dumps(self.p["region_exchanges"]), "as_of": self.p["as_of"],
+                              "delay": self.p["publication_delay"]})
+        self.q("SELECT exchange, timezone, known_tz, as_of, expected_session FROM qa_asof ORDER BY exchange")
+        self.as_of = {}
+        for exchange, tz, known_tz, as_of, expected in self.cur.fetchall():
+            self.as_of[exchange] = {"as_of": as_of.isoformat(), "timezone": tz,
+                                    "expected_session": expected.isoformat() if expected else None}
+            if not known_tz and not self.p["as_of"]:
+                self.notes.setdefault("as_of", []).append("%s: time zone unknown (run playbooks/calendars.yml); today taken in UTC" % exchange)
+        # The latest as_of of all (exchanges a day ahead of others): bars after it are future
+        # everywhere. Bars for an exchange not listed are judged against it too.
+        self.q("""SELECT coalesce(%(d)s::date, max(as_of), (now() AT TIME ZONE 'UTC')::date),
+                         coalesce(%(d)s::date, min(as_of), (now() AT TIME ZONE 'UTC')::date) FROM qa_asof""",
+               {"d": self.p["as_of"]})
+        self.cut, self.first_cut = self.cur.fetchone()
+
     # Passes --------------------------------------------------------------------------
     def stage(self):
         """One ordered pass over the scope (plus lookback) into a temp table: each bar with
@@ -146,9 +289,9 @@ class Audit(object):
         self.q("""
             CREATE TEMP TABLE qa_bars ON COMMIT DROP AS
             SELECT ticker, region, date, close, prev_close, dup,
-                   CASE WHEN close > 0 AND prev_close > 0 THEN ln(close / prev_close) END AS r,
-                   CASE WHEN next_close > 0 AND close > 0 THEN ln(next_close / close) END AS r_next,
-                   CASE WHEN prev_close > 0 AND prev2_close > 0 THEN ln(prev_close / prev2_close) END AS r_prev,
+                   CASE WHEN close > 0 AND prev_close > 0 THEN ln(close) - ln(prev_close) END AS r,
+                   CASE WHEN next_close > 0 AND close > 0 THEN ln(next_close) - ln(close) END AS r_next,
+                   CASE WHEN prev_close > 0 AND prev2_close > 0 THEN ln(prev_close) - ln(prev2_close) END AS r_prev,
                    (open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR volume IS NULL) AS nulls,
                    coalesce(high < greatest(open, close) OR low > least(open, close) OR high < low, false) AS ohlc,
                    coalesce(least(open, high, low, close) <= 0, false) AS nonpos,
@@ -159,12 +302,12 @@ class Audit(object):
                          lead(close) OVER w AS prev_close, lead(close, 2) OVER w AS prev2_close,
                          lag(close) OVER w AS next_close,
                          coalesce(date = lead(date) OVER w, false) AS dup
-                  FROM public.ohlcv_data WHERE %s AND date <= current_date
+                  FROM public.ohlcv_data WHERE %s AND date <= %%s
                   WINDOW w AS (PARTITION BY ticker, region ORDER BY date DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
                   UNION ALL
                   SELECT ticker, region, date, open, high, low, close, volume, NULL, NULL, NULL, false
-                  FROM public.ohlcv_data WHERE %s AND date > current_date) b""" % (in_window, where, where),
-               win_args + args + args)
+                  FROM public.ohlcv_data WHERE %s AND date > %%s) b""" % (in_window, where, where),
+               win_args + args + [self.cut] + args + [self.cut])
         self.q("ANALYZE qa_bars")  # a sample, so the joins below are planned as hash joins
         # Per ticker in one aggregate: bars in the window, and the mean and stddev of its
         # returns within the volatility cap (so the outliers looked for do not inflate them).
@@ -177,19 +320,24 @@ class Audit(object):
         self.rows_scanned = self.cur.fetchone()[0]
         # Each ticker's exchange: tickers.exchange, else the region's.
         self.q("""CREATE TEMP TABLE qa_tickers ON COMMIT DROP AS
-                  SELECT k.ticker, k.region, coalesce(t.exchange, m.exchange) AS exchange
-                  FROM qa_stats k
-                  LEFT JOIN public.tickers t USING (ticker, region)
-                  LEFT JOIN (SELECT key AS region, value AS exchange FROM jsonb_each_text(%s::jsonb)) m USING (region)""",
-               (json.dumps(self.p["region_exchanges"]),))
+                  SELECT x.*, coalesce(a.as_of, %s::date) AS as_of
+                  FROM (SELECT k.ticker, k.region, coalesce(t.exchange, m.exchange) AS exchange
+                        FROM qa_stats k
+                        LEFT JOIN public.tickers t USING (ticker, region)
+                        LEFT JOIN (SELECT key AS region, value AS exchange FROM jsonb_each_text(%s::jsonb)) m USING (region)) x
+                  LEFT JOIN qa_asof a USING (exchange)""",
+               (self.cut, json.dumps(self.p["region_exchanges"])))
         self.q("ANALYZE qa_tickers")
 
     def row_checks(self):
         """Counts from the flags the stage computed; samples re-read only flagged bars."""
         n = self.p["sample_size"]
         names = ["null_values", "ohlc_violations", "non_positive_prices", "negative_volume",
-                 "zero_volume_moves", "future_dates", "duplicates"]
-        flags = ["nulls", "ohlc", "nonpos", "negvol", "zeromove", "date > current_date", "dup"]
+                 "zero_volume_moves", "duplicates", "future_dates"]
+        flags = ["nulls", "ohlc", "nonpos", "negvol", "zeromove", "dup",
+                 # after the as_of of its exchange; only bars past the earliest as_of are looked up
+                 "date > '%s'::date AND date > (SELECT t.as_of FROM qa_tickers t WHERE t.ticker = qa_bars.ticker"
+                 " AND t.region = qa_bars.region)" % self.first_cut.isoformat()]
         self.q("SELECT %s FROM qa_bars WHERE in_window" % ", ".join("count(*) FILTER (WHERE %s)" % f for f in flags))
         counts = self.cur.fetchone()
         for name, flag, count in zip(names, flags, counts):
@@ -198,7 +346,7 @@ class Audit(object):
             if count:
                 self.q("""SELECT jsonb_build_object('ticker', o.ticker, 'region', o.region, 'date', o.date, 'open', o.open,
                                  'high', o.high, 'low', o.low, 'close', o.close, 'volume', o.volume)
-                          FROM (SELECT DISTINCT ticker, region, date FROM qa_bars WHERE in_window AND %s LIMIT %%s) f
+                          FROM (SELECT DISTINCT ticker, region, date FROM qa_bars WHERE in_window AND %s ORDER BY 1, 2, 3 LIMIT %%s) f
                           JOIN public.ohlcv_data o USING (ticker, region, date)
                           ORDER BY o.ticker, o.date LIMIT %%s""" % flag, (n, n))
                 self.samples[name] = [r[0] for r in self.cur.fetchall()]
@@ -269,7 +417,7 @@ class Audit(object):
                   JOIN (SELECT exchange, min(session) lo, max(session) hi FROM qa_sessions GROUP BY exchange) c
                     ON c.exchange = t.exchange
                   LEFT JOIN qa_sessions s ON s.exchange = t.exchange AND s.session = b.date
-                  WHERE b.in_window AND b.date <= current_date
+                  WHERE b.in_window AND b.date <= t.as_of
                   GROUP BY b.ticker, b.region, t.exchange""")
         self.q("""CREATE TEMP TABLE qa_gaps ON COMMIT DROP AS
                   SELECT sp.*, hi_n.n - lo_n.n + 1 - sp.on_sessions AS missing
@@ -294,30 +442,68 @@ class Audit(object):
                     AND NOT EXISTS (SELECT 1 FROM qa_sessions s WHERE s.exchange = g.exchange AND s.session = b.date)
                   ORDER BY b.ticker, b.date LIMIT %s""", (n,))
         self.samples["extra_sessions"] = [r[0] for r in self.cur.fetchall()]
+        # Bars outside their exchange's loaded calendar (or of an exchange with none) are
+        # checked for neither missing nor extra sessions: a finding of their own.
+        self.q("""SELECT coalesce(sum(bars), 0)::bigint,
+                         (array_agg(jsonb_build_object('ticker', ticker, 'region', region, 'exchange', exchange,
+                                                       'from', lo, 'to', hi, 'bars', bars,
+                                                       'calendar_from', cal_lo, 'calendar_to', cal_hi)
+                                    ORDER BY bars DESC, ticker))[1:%s]
+                  FROM (SELECT b.ticker, b.region, t.exchange, c.lo AS cal_lo, c.hi AS cal_hi,
+                               min(b.date) AS lo, max(b.date) AS hi, count(*) AS bars
+                        FROM qa_bars b JOIN qa_tickers t USING (ticker, region)
+                        LEFT JOIN (SELECT exchange, min(session) lo, max(session) hi FROM qa_sessions GROUP BY exchange) c
+                          ON c.exchange = t.exchange
+                        WHERE b.in_window AND b.date <= t.as_of AND (c.lo IS NULL OR b.date NOT BETWEEN c.lo AND c.hi)
+                        GROUP BY b.ticker, b.region, t.exchange, c.lo, c.hi) u""", (n,))
+        self.counts["uncovered_bars"], samples = self.cur.fetchone()
+        self.samples["uncovered_bars"] = samples or []
 
     def stale(self):
+        """The guide's DataStale: each active ticker's last bar (up to as_of) against the
+        latest session of its exchange whose bar is expected by as_of (qa_asof); a ticker
+        more than stale_sessions sessions behind is stale. Per region and exchange, the
+        newest bar of all its tickers against the same session: a feed that stopped for
+        every ticker is a stale region (more than stale_region_sessions behind)."""
         parts, args = self.ticker_scope("t")  # dates do not decide which tickers are active
         where = " AND ".join(parts) or "true"
         self.q("""
+            CREATE TEMP TABLE qa_age ON COMMIT DROP AS
             WITH active AS (
-                SELECT t.ticker, t.region, t.exchange FROM public.tickers t WHERE t.is_active AND %s),
-            last_bar AS (
-                SELECT a.*, (SELECT max(o.date) FROM public.ohlcv_data o
-                             WHERE o.ticker = a.ticker AND o.region = a.region AND o.date <= current_date) AS last_date
-                FROM active a),
-            as_of AS (SELECT exchange, max(last_date) AS as_of FROM last_bar GROUP BY exchange),
-            aged AS (
-                SELECT l.ticker, l.region, l.last_date, a.as_of,
-                       (SELECT count(*) FROM public.exchange_sessions s WHERE s.exchange = l.exchange
-                          AND s.session > coalesce(l.last_date, '-infinity') AND s.session <= a.as_of) AS sessions_behind
-                FROM last_bar l JOIN as_of a USING (exchange))
+                SELECT t.ticker, t.region, t.exchange, a.as_of, a.expected_session
+                FROM public.tickers t JOIN qa_asof a USING (exchange) WHERE t.is_active AND %s)
+            SELECT a.*, (SELECT max(o.date) FROM public.ohlcv_data o
+                         WHERE o.ticker = a.ticker AND o.region = a.region AND o.date <= a.as_of) AS last_date
+            FROM active a""" % where, args)
+        self.q("""SELECT count(*) FILTER (WHERE expected_session IS NULL),
+                         array_agg(DISTINCT exchange) FILTER (WHERE expected_session IS NULL) FROM qa_age""")
+        unjudged, exchanges = self.cur.fetchone()
+        if unjudged:
+            self.notes["stale_tickers"] = self.notes["stale_regions"] = \
+                "no session loaded up to as_of for %s: %d ticker(s) not judged" % (", ".join(exchanges), unjudged)
+        behind = """(SELECT count(*) FROM public.exchange_sessions s WHERE s.exchange = %s.exchange
+                      AND s.session > coalesce(%s, '-infinity') AND s.session <= %s.expected_session)"""
+        self.q("""
             SELECT count(*), (array_agg(jsonb_build_object('ticker', ticker, 'region', region, 'last_date', last_date,
-                                                          'as_of', as_of, 'sessions_behind', sessions_behind)
-                                        ORDER BY sessions_behind DESC))[1:%%s]
-            FROM aged WHERE last_date IS NULL OR sessions_behind > %%s""" % where,
-               list(args) + [self.p["sample_size"], self.p["stale_sessions"]])
+                                                          'expected_session', expected_session, 'sessions_behind', behind)
+                                        ORDER BY behind DESC, ticker))[1:%%s]
+            FROM (SELECT g.*, %s AS behind FROM qa_age g WHERE g.expected_session IS NOT NULL) x
+            WHERE last_date IS NULL OR behind > %%s""" % (behind % ("g", "g.last_date", "g")),
+               (self.p["sample_size"], self.p["stale_sessions"]))
         self.counts["stale_tickers"], samples = self.cur.fetchone()
         self.samples["stale_tickers"] = samples or []
+        self.q("""
+            SELECT count(*), (array_agg(jsonb_build_object('region', region, 'exchange', exchange, 'tickers', tickers,
+                                                          'latest_bar', latest_bar, 'expected_session', expected_session,
+                                                          'sessions_behind', behind) ORDER BY behind DESC, region))[1:%%s]
+            FROM (SELECT f.*, %s AS behind
+                  FROM (SELECT region, exchange, expected_session, count(*) AS tickers, max(last_date) AS latest_bar
+                        FROM qa_age WHERE expected_session IS NOT NULL
+                        GROUP BY region, exchange, expected_session) f) x
+            WHERE latest_bar IS NULL OR behind > %%s""" % (behind % ("f", "f.latest_bar", "f")),
+               (self.p["sample_size"], self.p["stale_region_sessions"]))
+        self.counts["stale_regions"], samples = self.cur.fetchone()
+        self.samples["stale_regions"] = samples or []
 
     def fix_duplicates(self):
         where, args = self.scope_sql()
@@ -342,6 +528,8 @@ def main():
         z_threshold=dict(type="float", default=10.0), lookback_days=dict(type="int", default=120),
         volatility_cap=dict(type="float", default=0.25),
         stale_sessions=dict(type="int", default=7), split_tolerance=dict(type="float", default=4.0),
+        as_of=dict(type="str"), publication_delay=dict(type="str", default="18 hours"),
+        stale_region_sessions=dict(type="int", default=0),
         region_exchanges=dict(type="dict", default={"KR": "XKRX", "US": "XNYS"}),
         sample_size=dict(type="int", default=5), work_mem=dict(type="str", default="256MB"),
         temp_buffers=dict(type="str", default="256MB"),
@@ -353,14 +541,24 @@ def main():
     unknown = sorted(set(checks) - set(CHECKS)) + sorted(set(p["thresholds"]) - set(CHECKS))
     if unknown:
         module.fail_json(msg="unknown check(s) %s; known: %s" % (", ".join(unknown), ", ".join(CHECKS)))
-    for key in ("start_date", "end_date"):
+    for name, limits in p["thresholds"].items():
+        if not isinstance(limits, dict) or set(limits) - {"warn", "fail"} or not all(
+                v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in limits.values()):
+            module.fail_json(msg="thresholds.%s must be a mapping of warn and/or fail to a count >= 0 (or null), "
+                                 "e.g. {warn: 1, fail: 50}; got %r" % (name, limits))
+    for key in ("start_date", "end_date", "as_of"):
         if p[key]:
             try:
                 date.fromisoformat(p[key])
             except ValueError:
                 module.fail_json(msg="%s must be an ISO date (YYYY-MM-DD), got %r" % (key, p[key]))
-    if p["z_threshold"] <= 0 or p["stale_sessions"] < 1 or p["lookback_days"] < 0:
-        module.fail_json(msg="z_threshold must be > 0, stale_sessions >= 1 and lookback_days >= 0")
+    for key, ok, rule in (("z_threshold", p["z_threshold"] > 0, "> 0"), ("stale_sessions", p["stale_sessions"] >= 1, ">= 1"),
+                          ("lookback_days", p["lookback_days"] >= 0, ">= 0"),
+                          ("stale_region_sessions", p["stale_region_sessions"] >= 0, ">= 0"),
+                          ("volatility_cap", p["volatility_cap"] > 0, "> 0"), ("split_tolerance", p["split_tolerance"] >= 0, ">= 0"),
+                          ("sample_size", p["sample_size"] >= 0, ">= 0")):
+        if not ok:
+            module.fail_json(msg="%s must be %s, got %r" % (key, rule, p[key]))
 
     watch = Stopwatch()
     conn = connect(module)
@@ -372,6 +570,13 @@ def main():
                 (p["temp_buffers"], p["work_mem"]))
         if p["fix"]:
             fixed = audit.fix_duplicates()
+        try:
+            with conn.transaction():
+                audit.q("SELECT %s::interval", (p["publication_delay"],))
+        except psycopg.DataError:
+            module.fail_json(msg="publication_delay must be a PostgreSQL interval such as '18 hours', got %r"
+                                 % p["publication_delay"])
+        audit.resolve_as_of()
         audit.stage()
         audit.row_checks()
         audit.return_checks()
@@ -388,9 +593,12 @@ def main():
             if name in audit.notes:
                 entry["note"] = audit.notes[name]
             report_checks[name] = entry
-        scope = {k: p[k] for k in ("region", "tickers", "start_date", "end_date")}
-        report = {"generated_at": generated_at, "database": p["login_db"], "rows_scanned": int(audit.rows_scanned),
+        scope = {k: p[k] for k in ("region", "tickers", "start_date", "end_date", "as_of")}
+        report = {"generated_at": generated_at, "database": p["login_db"], "as_of": p["as_of"],
+                  "as_of_by_exchange": audit.as_of, "rows_scanned": int(audit.rows_scanned),
                   "seconds": seconds, "scope": scope, "fixed_duplicates": fixed, "checks": report_checks}
+        if "as_of" in audit.notes:
+            report["notes"] = audit.notes["as_of"]
         if p["record_results"] and not module.check_mode:
             audit.q("SELECT nextval('public.quality_audit_run_seq')")
             run_id = audit.cur.fetchone()[0]

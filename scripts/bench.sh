@@ -26,6 +26,7 @@ if [[ ! -s $src || ! -s $manifest || ! -s $src.tickers || ! -s $src.sessions ]];
     rm -f "$src".*.loads.json          # new data: the databases reload
 fi
 rows="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["rows"])' "$manifest")"
+as_of="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["end"])' "$manifest")"   # audit as of the data's last day
 
 report_args=()
 if [[ $scale == full ]]; then
@@ -41,7 +42,7 @@ if [[ $scale == full ]]; then
     report_args+=(--noop-seconds "$seconds" --noop-changed "$changed" --docs docs/benchmarks.md --chart docs/benchmarks.png)
 fi
 
-ansible-playbook -i "$inventory" playbooks/bench.yml -e "bench_src=$src" -e "bench_rows=$rows" \
+ansible-playbook -i "$inventory" playbooks/bench.yml -e "bench_src=$src" -e "bench_rows=$rows" -e "bench_as_of=$as_of" \
     -e "bench_database=$db" -e "bench_naive_database=${db}_naive" \
     -e "bench_iterations=$iterations" -e "bench_warmup=$warmup" -e "bench_result=$raw"
 python bench/report.py --raw "$raw" --out "$out" --scale "$scale" "${report_args[@]}"

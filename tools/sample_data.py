@@ -198,7 +198,7 @@ def main(argv=None):
     p.add_argument("--end", default="2025-10-31", help="last session (fixed, so output is reproducible)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--inject", default="", help="defects: name=count,... or 'all'")
-    p.add_argument("--today", default=date.today().isoformat(), help="what 'future' means for future_dates")
+    p.add_argument("--today", help="what 'future' means for future_dates (default: --end; never the clock)")
     p.add_argument("--out", required=True)
     p.add_argument("--manifest")
     args = p.parse_args(argv)
@@ -214,7 +214,7 @@ def main(argv=None):
         bars.append(frame)
         metas.append(meta)
     frame = pd.concat(bars, ignore_index=True)
-    injector = Injector(frame, np.random.default_rng(args.seed + 1), date.fromisoformat(args.today))
+    injector = Injector(frame, np.random.default_rng(args.seed + 1), date.fromisoformat(args.today or args.end))
     for name, count in parse_inject(args.inject).items():
         injector.apply(name, count)
     frame = injector.frame.sort_values(["region", "ticker", "date"], kind="stable")
@@ -231,7 +231,7 @@ def main(argv=None):
     write_csv(pd.concat(cal_rows), args.out + ".sessions", ["exchange", "session"])
 
     manifest = {"rows": int(len(frame)), "tickers": int(len(tickers)), "start": start.isoformat(),
-                "end": end.isoformat(), "seed": args.seed, "defects": injector.done}
+                "end": end.isoformat(), "today": args.today or args.end, "seed": args.seed, "defects": injector.done}
     if args.manifest:
         with open(args.manifest, "w") as handle:
             json.dump(manifest, handle, indent=2, default=str)
