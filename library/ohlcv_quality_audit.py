@@ -258,9 +258,12 @@ class Audit(object):
                             ELSE (%(as_of)s::date + 1)::timestamp END AS moment
                 FROM names n LEFT JOIN public.exchanges e USING (exchange))
             SELECT z.exchange, z.known_tz, z.timezone, coalesce(%(as_of)s::date, z.moment::date) AS as_of,
-                   (SELECT max(s.session) FROM public.exchange_sessions s
-                    WHERE s.exchange = z.exchange AND s.session <= z.moment::date
-                      AND s.session + %(delay)s::interval <= z.moment) AS expected_session
+                   -- a calendar that ends before as_of cannot tell which session is expected
+                   CASE WHEN (SELECT max(s.session) FROM public.exchange_sessions s WHERE s.exchange = z.exchange)
+                             >= coalesce(%(as_of)s::date, z.moment::date)
+                        THEN (SELECT max(s.session) FROM public.exchange_sessions s
+                              WHERE s.exchange = z.exchange AND s.session <= z.moment::date
+                                AND s.session + %(delay)s::interval <= z.moment) END AS expected_session
             FROM zoned z""", {"map": json.dumps(self.p["region_exchanges"]), "as_of": self.p["as_of"],
                               "delay": self.p["publication_delay"]})
         self.q("SELECT exchange, timezone, known_tz, as_of, expected_session FROM qa_asof ORDER BY exchange")
@@ -479,8 +482,9 @@ class Audit(object):
                          array_agg(DISTINCT exchange) FILTER (WHERE expected_session IS NULL) FROM qa_age""")
         unjudged, exchanges = self.cur.fetchone()
         if unjudged:
-            self.notes["stale_tickers"] = self.notes["stale_regions"] = \
-                "no session loaded up to as_of for %s: %d ticker(s) not judged" % (", ".join(exchanges), unjudged)
+            self.notes["stale_tickers"] = self.notes["stale_regions"] = (
+                "the loaded calendar of %s does not reach as_of (run playbooks/calendars.yml): %d ticker(s) not judged"
+                % (", ".join(exchanges), unjudged))
         behind = """(SELECT count(*) FROM public.exchange_sessions s WHERE s.exchange = %s.exchange
                       AND s.session > coalesce(%s, '-infinity') AND s.session <= %s.expected_session)"""
         self.q("""

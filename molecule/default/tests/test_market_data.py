@@ -3,11 +3,16 @@ quality audit on clean and on defective data, quarantine, reload and the duplica
 
 Every playbook runs for real against PostgreSQL + TimescaleDB in the container; files come
 from tools/sample_data.py, whose manifest holds the exact count of every injected defect.
+
+Nothing here reads the clock for its expectations: the generator and the audit are given one
+date (AS_OF, the data's last day). As a guard, the exact-count test runs again with both dated
+a year after the real today, where a hidden use of the clock would change the counts.
 """
 import json
 import os
 import subprocess
 import sys
+from datetime import date, timedelta
 
 import pytest
 
@@ -16,7 +21,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 from test_default import psql, recap  # noqa: E402
 
 testinfra_hosts = ["podman://qdb-molecule-db1"]
-TODAY = "2026-11-25"
+AS_OF = "2025-10-31"                                           # the sample data's last day
+SHIFTED = (date.today() + timedelta(days=365)).isoformat()     # the guard: a year past the real today
+CHECKS = ["missing_sessions", "extra_sessions", "duplicates", "null_values", "ohlc_violations",
+          "non_positive_prices", "negative_volume", "price_anomalies", "split_jumps", "zero_volume_moves",
+          "stale_tickers", "stale_regions", "future_dates", "uncovered_bars"]
 
 
 def playbook(name, *extra):
@@ -26,11 +35,46 @@ def playbook(name, *extra):
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
-def sample(tmp, name, *args):
+def sample(tmp, name, *args, as_of=AS_OF):
+    """Sample data ending on as_of, whose "future" bars come after as_of."""
     out = str(tmp / name)
     subprocess.run([sys.executable, os.path.join(PROJECT, "tools", "sample_data.py"), "--out", out,
-                    "--today", TODAY] + list(args), check=True, capture_output=True)
+                    "--end", as_of, "--today", as_of] + list(args), check=True, capture_output=True)
     return out
+
+
+def audit(db, report, *extra, as_of=AS_OF):
+    """Run quality_audit.yml on db as of a date; returns the process and the report (or None)."""
+    proc = playbook("quality_audit.yml", "-e", "quality_audit_database=%s" % db, "-e", "quality_audit_as_of=%s" % as_of,
+                    "-e", "quality_audit_report=%s" % report, *extra)
+    if not os.path.exists(str(report)):
+        return proc, None
+    with open(str(report)) as handle:
+        return proc, json.load(handle)
+
+
+def load_raw(host, db, path, sessions=True):
+    """COPY a sample file straight into db with psql, as a hand-built database gets its data:
+    no ingest validation, so defects arrive as they are."""
+    suffixes = ("", ".tickers", ".sessions") if sessions else ("", ".tickers")
+    for suffix in suffixes:
+        with open(path + suffix) as handle:
+            content = handle.read()
+        put = subprocess.run(["podman", "exec", "-i", "qdb-molecule-db1", "sh", "-c", "cat > /tmp/qa_raw%s" % suffix],
+                             input=content, text=True, capture_output=True)
+        assert put.returncode == 0, put.stderr
+    cmds = ["\\copy tickers (ticker, region, exchange, name, currency, sector) from '/tmp/qa_raw.tickers' csv header",
+            "\\copy ohlcv_data (ticker, region, date, open, high, low, close, volume) from '/tmp/qa_raw' csv header"]
+    if sessions:
+        cmds.insert(1, "\\copy exchange_sessions from '/tmp/qa_raw.sessions' csv header")
+    load = host.run("runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d %s %s" % (db, " ".join('-c "%s"' % c for c in cmds)))
+    assert load.rc == 0, load.stderr
+
+
+def schema_db(name):
+    proc = playbook("site.yml", "--tags", "schema", "-e", "schema_database=%s" % name)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return name
 
 
 def ingest_args(path, *extra):
@@ -50,11 +94,7 @@ def module_result(proc, key):
 def data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("market")
     clean = sample(tmp, "clean.csv.gz", "--tickers", "15", "--years", "2", "--seed", "11")
-    defects = sample(tmp, "defects.csv", "--tickers", "15", "--years", "2", "--seed", "12",
-                     "--inject", "all", "--manifest", str(tmp / "defects.json"))
-    with open(str(tmp / "defects.json")) as handle:
-        manifest = json.load(handle)
-    return dict(tmp=tmp, clean=clean, defects=defects, manifest=manifest)
+    return dict(tmp=tmp, clean=clean)
 
 
 def test_clean_sample_data_loads_and_every_check_is_ok(host, data):
@@ -64,17 +104,26 @@ def test_clean_sample_data_loads_and_every_check_is_ok(host, data):
     assert rows > 14000
     assert psql(host, "SELECT count(*) FROM tickers") == "30"
     assert psql(host, "SELECT count(*) FROM ohlcv_quarantine") == "0"
-    report_path = str(data["tmp"] / "clean.json")
-    proc = playbook("quality_audit.yml", "-e", "quality_audit_report=%s" % report_path)
+    proc, report = audit("quant_platform", data["tmp"] / "clean.json")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    with open(report_path) as handle:
-        report = json.load(handle)
-    assert set(report) >= {"generated_at", "database", "rows_scanned", "checks"}
+    assert set(report) >= {"generated_at", "database", "as_of", "as_of_by_exchange", "rows_scanned", "checks"}
+    assert report["as_of"] == AS_OF and report["scope"]["as_of"] == AS_OF
+    assert {x["expected_session"] for x in report["as_of_by_exchange"].values()} == {AS_OF}   # a Friday session
     assert report["rows_scanned"] == rows
-    assert {name: c["status"] for name, c in report["checks"].items()} == {name: "ok" for name in report["checks"]}
-    assert len(report["checks"]) == 12
+    assert {name: c["status"] for name, c in report["checks"].items()} == {name: "ok" for name in CHECKS}
     # The per-check counts are stored for the exporter.
-    assert psql(host, "SELECT count(*) FROM quality_audit_results WHERE run_id = %d" % report["run_id"]) == "12"
+    assert psql(host, "SELECT count(*) FROM quality_audit_results WHERE run_id = %d" % report["run_id"]) == str(len(CHECKS))
+
+
+def test_the_same_data_audited_today_is_stale(data, tmp_path):
+    """Without as_of the audit judges as of today in each exchange's time zone: the sample data
+    ends in 2025, so every feed stopped, and the play fails on stale_regions. (Depends on the
+    clock by design: it asserts only what holds on any day after the data's end.)"""
+    proc, report = audit("quant_platform", tmp_path / "today.json", as_of="")
+    assert proc.returncode != 0
+    assert report["as_of"] is None and all(x["as_of"] > AS_OF for x in report["as_of_by_exchange"].values())
+    assert report["checks"]["stale_regions"] == dict(report["checks"]["stale_regions"], status="fail", count=2)
+    assert report["checks"]["stale_tickers"]["count"] == 30
 
 
 def test_reloading_the_same_file_changes_nothing(data):
@@ -126,48 +175,50 @@ def test_check_mode_ingest_reports_counts_without_writing(host, data):
     assert psql(host, "SELECT sum(close) FROM ohlcv_data") == before
 
 
+@pytest.fixture(scope="module", params=[AS_OF, SHIFTED], ids=["as_of_data_end", "a_year_past_today"])
+def dated_defects(request, host, tmp_path_factory):
+    """Defective data ending on a date, with its "future" bar after that date, loaded raw into
+    a database shaped like the seed guide's (no unique key); the audit is then run as of the
+    same date. Run for the data's own date and for a year past the real today."""
+    as_of = request.param
+    tmp = tmp_path_factory.mktemp("defects")
+    path = sample(tmp, "defects.csv", "--tickers", "15", "--years", "2", "--seed", "12", "--inject", "all",
+                  "--manifest", str(tmp / "defects.json"), as_of=as_of)
+    with open(str(tmp / "defects.json")) as handle:
+        manifest = json.load(handle)
+    db = schema_db("qa_defects" if as_of == AS_OF else "qa_defects_shifted")
+    host.run("runuser -u postgres -- psql -XAtq -d %s -c 'DROP INDEX IF EXISTS idx_ohlcv_ticker_region_date'" % db)
+    for name in ("ohlcv_values_present", "ohlcv_prices_finite_positive", "ohlcv_volume_non_negative",
+                 "ohlcv_high_low_consistent"):   # as a hand-built database: no constraints either
+        psql(host, "ALTER TABLE ohlcv_data DROP CONSTRAINT IF EXISTS %s" % name, db=db)
+    load_raw(host, db, path)
+    return dict(db=db, as_of=as_of, tmp=tmp, manifest=manifest)
+
+
 @pytest.fixture(scope="module")
-def defects_db(host, data):
-    """A database shaped like the seed guide's: no unique key on ohlcv_data, defects loaded raw."""
-    proc = playbook("site.yml", "--tags", "schema", "-e", "schema_database=qa_defects")
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    path = data["defects"]
-    for suffix in ("", ".tickers", ".sessions"):
-        with open(path + suffix) as handle:
-            content = handle.read()
-        host.run("rm -f /tmp/qa%s" % suffix)
-        put = subprocess.run(["podman", "exec", "-i", "qdb-molecule-db1", "sh", "-c", "cat > /tmp/qa%s" % suffix],
-                             input=content, text=True, capture_output=True)
-        assert put.returncode == 0, put.stderr
-    load = host.run("runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d qa_defects "
-                    "-c 'DROP INDEX IF EXISTS idx_ohlcv_ticker_region_date' "
-                    "-c \"\\copy tickers (ticker, region, exchange, name, currency, sector) from '/tmp/qa.tickers' csv header\" "
-                    "-c \"\\copy exchange_sessions from '/tmp/qa.sessions' csv header\" "
-                    "-c \"\\copy ohlcv_data (ticker, region, date, open, high, low, close, volume) from '/tmp/qa' csv header\"")
-    assert load.rc == 0, load.stderr
-    return "qa_defects"
+def defects_db(dated_defects):
+    return dated_defects["db"]
 
 
-def test_audit_reports_each_injected_defect_with_its_exact_count(data, defects_db):
-    report_path = str(data["tmp"] / "defects_report.json")
-    proc = playbook("quality_audit.yml", "-e", "quality_audit_database=%s" % defects_db,
-                    "-e", "quality_audit_report=%s" % report_path)
+def test_audit_reports_each_injected_defect_with_its_exact_count(dated_defects):
+    proc, report = audit(dated_defects["db"], dated_defects["tmp"] / "report.json", as_of=dated_defects["as_of"])
     assert proc.returncode != 0, "failing checks must fail the play"
     assert "Data quality checks failed" in " ".join((proc.stdout + proc.stderr).split())
-    with open(report_path) as handle:
-        report = json.load(handle)
+    assert report["as_of"] == dated_defects["as_of"]
     found = {name: c["count"] for name, c in report["checks"].items()}
-    expected = {d["check"]: d["count"] for d in data["manifest"]["defects"].values()}
+    expected = dict({name: 0 for name in CHECKS},
+                    **{d["check"]: d["count"] for d in dated_defects["manifest"]["defects"].values()})
     assert found == expected
     assert report["checks"]["price_anomalies"]["status"] == "fail"   # the 100x spike
     assert report["checks"]["duplicates"]["samples"]
 
 
-def test_fix_mode_removes_duplicates_keeping_the_earliest_once(host, data, defects_db):
-    dup = data["manifest"]["defects"]["duplicates"]["count"]
+def test_fix_mode_removes_duplicates_keeping_the_earliest_once(host, dated_defects, defects_db):
+    dup = dated_defects["manifest"]["defects"]["duplicates"]["count"]
     rows = int(psql(host, "SELECT count(*) FROM ohlcv_data", db=defects_db))
-    report = str(data["tmp"] / "fix.json")
+    report = str(dated_defects["tmp"] / "fix.json")
     args = ["-e", "quality_audit_database=%s" % defects_db, "-e", "quality_audit_fix=true",
+            "-e", "quality_audit_as_of=%s" % dated_defects["as_of"],
             "-e", "quality_audit_report=%s" % report, "-e", '{"quality_audit_checks": ["duplicates"]}']
     proc = playbook("quality_audit.yml", "--check", *args)
     assert "removed %d duplicate(s)" % dup in " ".join(proc.stdout.split())
@@ -203,7 +254,7 @@ def test_schema_role_adopts_a_guide_built_database_once(host):
     assert psql(host, "SELECT count(*) || '/' || count(*) FILTER (WHERE close = 999) FROM ohlcv_data", db="qa_seed") == "732/0"
     assert psql(host, "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_ohlcv_ticker_region_date'", db="qa_seed") == \
         "CREATE UNIQUE INDEX idx_ohlcv_ticker_region_date ON public.ohlcv_data USING btree (ticker, region, date DESC)"
-    assert psql(host, "SELECT count(*) FROM schema_migrations", db="qa_seed") == "6"
+    assert psql(host, "SELECT count(*) FROM schema_migrations", db="qa_seed") == "7"
 
     proc = playbook("site.yml", *args)
     assert proc.returncode == 0
