@@ -32,9 +32,7 @@ options:
       - Offending rows returned per constraint.
     type: int
     default: 5
-notes:
-  - Connection options (login_host, login_port, login_user, login_password, login_db,
-    ssl_mode, connect_timeout, application_name) are those of every quantdb-ops module.
+extends_documentation_fragment: [quantdb_pg]
 author: quantdb-ops
 """
 

@@ -120,9 +120,7 @@ options:
     description: Store per-check counts in quality_audit_results.
     type: bool
     default: true
-notes:
-  - Connection options (login_host, login_port, login_user, login_password, login_db, ssl_mode,
-    connect_timeout, application_name) are those of every quantdb-ops module.
+extends_documentation_fragment: [quantdb_pg]
 author: quantdb-ops
 """
 

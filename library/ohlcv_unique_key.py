@@ -17,9 +17,11 @@ description:
   - Does nothing (changed=false) when the table does not exist yet or already has the key.
   - In check mode it reports how many rows would be deleted and changes nothing.
 options:
-  index_name: {description: Name of the unique index., type: str, default: idx_ohlcv_ticker_region_date}
-notes:
-  - Connection options are those of every quantdb-ops module.
+  index_name:
+    description: Name of the unique index.
+    type: str
+    default: idx_ohlcv_ticker_region_date
+extends_documentation_fragment: [quantdb_pg]
 author: quantdb-ops
 """
 
@@ -30,10 +32,26 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-table_exists: {description: Whether public.ohlcv_data exists., returned: always, type: bool}
-had_key: {description: Whether the unique key was already there., returned: always, type: bool}
-duplicates_removed: {description: Rows deleted (or that would be, in check mode)., returned: always, type: int}
-rows_before: {description: Rows in ohlcv_data before., returned: when adopted, type: int}
+table_exists:
+  description: Whether public.ohlcv_data exists.
+  returned: always
+  type: bool
+  sample: true
+had_key:
+  description: Whether the unique key was already there.
+  returned: always
+  type: bool
+  sample: false
+duplicates_removed:
+  description: Rows deleted (or that would be, in check mode).
+  returned: always
+  type: int
+  sample: 3
+rows_before:
+  description: Rows in ohlcv_data before.
+  returned: when adopted
+  type: int
+  sample: 735
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -47,18 +47,22 @@ memory_mb:
   description: Memory the settings were computed for.
   returned: always
   type: int
+  sample: 2048
 cpus:
   description: CPUs the settings were computed for.
   returned: always
   type: int
+  sample: 2
 detected:
   description: What each source reported (meminfo_mb, cgroup_memory_mb, cpu_count, cgroup_cpus).
   returned: always
   type: dict
+  sample: {meminfo_mb: 24000, cgroup_memory_mb: 2048, cpu_count: 2, cgroup_cpus: null}
 settings:
   description: postgresql.conf settings, values as strings (e.g. C(512MB)).
   returned: always
   type: dict
+  sample: {shared_buffers: 512MB, effective_cache_size: 1536MB, work_mem: 10MB}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -30,10 +30,7 @@ options:
     description: Only warn, instead of failing, when an applied migration's SQL changed.
     type: bool
     default: false
-extends_documentation_fragment: []
-notes:
-  - Connection options (login_host, login_port, login_user, login_password, login_db, ssl_mode)
-    are those of every quantdb-ops module; see C(module_utils/quantdb_pg.py).
+extends_documentation_fragment: [quantdb_pg]
 author: quantdb-ops
 """
 
@@ -50,18 +47,22 @@ applied:
   description: Migrations applied by this run, with C(version), C(name) and C(ms).
   returned: always
   type: list
+  sample: [{version: "0007", name: market_data_integrity, ms: 41.2}]
 pending:
   description: Versions not applied before this run (in check mode, what would be applied).
   returned: always
   type: list
+  sample: ["0007"]
 already_applied:
   description: Versions recorded before this run.
   returned: always
   type: list
+  sample: ["0001", "0002"]
 checksum_mismatches:
   description: Applied versions whose SQL differs from what was recorded.
   returned: always
   type: list
+  sample: []
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -1,0 +1,129 @@
+"""Every module in library/ is readable by ansible-doc, and its DOCUMENTATION says exactly what
+its argument_spec takes: names, types, defaults, choices, required, elements and aliases.
+
+The argument_spec is read by running the module's main() against a stand-in AnsibleModule that
+records its arguments and stops, so the test needs no database and no host. Connection options
+come from the doc fragment doc_fragments/quantdb_pg.py, merged by ansible-doc like any other.
+"""
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROJECT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MODULES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(PROJECT, "library", "*.py")))
+DEFAULT_TYPE = "str"
+
+
+class SpecCaptured(Exception):
+    def __init__(self, kwargs):
+        super().__init__("argument_spec captured")
+        self.kwargs = kwargs
+
+
+class RecordingModule(object):
+    def __init__(self, *args, **kwargs):
+        raise SpecCaptured(kwargs)
+
+
+def argument_spec(name):
+    """Import library/<name>.py with the project's module_utils and return the kwargs its
+    main() gives AnsibleModule."""
+    import ansible.module_utils
+    import ansible.module_utils.basic as basic
+    utils = os.path.join(PROJECT, "module_utils")
+    if utils not in ansible.module_utils.__path__:
+        ansible.module_utils.__path__.append(utils)
+    real = basic.AnsibleModule
+    basic.AnsibleModule = RecordingModule
+    try:
+        spec = importlib.util.spec_from_file_location("qdb_lib_%s" % name, os.path.join(PROJECT, "library", name + ".py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with pytest.raises(SpecCaptured) as captured:
+            module.main()
+        return captured.value.kwargs
+    finally:
+        basic.AnsibleModule = real
+
+
+def ansible_doc(name):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"))
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "-M",
+                           os.path.join(PROJECT, "library"), "--json", name],
+                          capture_output=True, text=True, env=env, cwd=PROJECT)
+    assert proc.returncode == 0, "ansible-doc cannot read %s: %s" % (name, proc.stderr.strip()[-2000:])
+    return json.loads(proc.stdout)[name]
+
+
+def normalized_spec(spec):
+    out = {}
+    for option, s in spec.items():
+        out[option] = {
+            "type": s.get("type", DEFAULT_TYPE),
+            "required": bool(s.get("required", False)),
+            "default": s.get("default"),
+            "choices": list(s["choices"]) if s.get("choices") else None,
+            "elements": s.get("elements"),
+            "aliases": sorted(s.get("aliases") or []),
+        }
+    return out
+
+
+def normalized_doc(options):
+    out = {}
+    for option, d in (options or {}).items():
+        out[option] = {
+            "type": d.get("type", DEFAULT_TYPE),
+            "required": bool(d.get("required", False)),
+            "default": d.get("default"),
+            "choices": list(d["choices"]) if d.get("choices") else None,
+            "elements": d.get("elements"),
+            "aliases": sorted(d.get("aliases") or []),
+        }
+    return out
+
+
+def test_every_module_is_checked():
+    assert len(MODULES) >= 5, MODULES
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_documentation_matches_the_argument_spec(name):
+    doc = ansible_doc(name)
+    spec = normalized_spec(argument_spec(name)["argument_spec"])
+    documented = normalized_doc(doc["doc"].get("options"))
+    assert sorted(documented) == sorted(spec), "%s: options documented %s, taken %s" % (
+        name, sorted(set(documented) - set(spec)), sorted(set(spec) - set(documented)))
+    drift = {o: {"doc": documented[o], "spec": spec[o]} for o in spec if documented[o] != spec[o]}
+    assert not drift, "%s: DOCUMENTATION differs from argument_spec:\n%s" % (name, json.dumps(drift, indent=1, default=str))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_examples_and_return_with_samples(name):
+    doc = ansible_doc(name)
+    assert doc.get("examples", "").strip(), "%s has no EXAMPLES" % name
+    returns = doc.get("return") or {}
+    assert returns, "%s has no RETURN" % name
+    missing = sorted(k for k, v in returns.items() if "sample" not in v)
+    assert not missing, "%s: RETURN entries without a sample: %s" % (name, missing)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_database_modules_use_the_connection_fragment(name):
+    spec = argument_spec(name)["argument_spec"]
+    if "login_db" not in spec:
+        pytest.skip("%s does not connect to a database" % name)
+    with open(os.path.join(PROJECT, "library", name + ".py")) as handle:
+        source = handle.read()
+    assert "extends_documentation_fragment" in source and "quantdb_pg" in source, \
+        "%s: document the connection options with extends_documentation_fragment: [quantdb_pg]" % name
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_check_mode_is_supported(name):
+    assert argument_spec(name).get("supports_check_mode") is True, name
