@@ -162,6 +162,11 @@ fixed:
   returned: always
   type: int
   sample: 0
+queries:
+  description: The statements the audit ran, in order, with their placeholders.
+  returned: always
+  type: list
+  sample: ["CREATE TEMP TABLE qa_asof ON COMMIT DROP AS ...", "ANALYZE qa_bars"]
 """
 
 import json
@@ -208,6 +213,7 @@ class Audit(object):
         self.counts = {}
         self.samples = {}
         self.notes = {}
+        self.queries = []   # returned, so -v shows what ran
 
     # Scope ---------------------------------------------------------------------------
     def ticker_scope(self, alias=""):
@@ -235,6 +241,7 @@ class Audit(object):
         return (" AND ".join(parts) or "true"), args
 
     def q(self, query, args=()):
+        self.queries.append(" ".join(query.split()))
         self.cur.execute(query, args)
 
     # What "today" means ------------------------------------------------------------------
@@ -612,7 +619,7 @@ def main():
                  for n, c in report_checks.items()])
             report["run_id"] = run_id
     failed = sorted(n for n, c in report["checks"].items() if c["status"] == "fail")
-    module.exit_json(changed=fixed > 0, report=report, failed_checks=failed, fixed=fixed)
+    module.exit_json(changed=fixed > 0, report=report, failed_checks=failed, fixed=fixed, queries=audit.queries)
 
 
 if __name__ == "__main__":

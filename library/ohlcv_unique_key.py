@@ -15,7 +15,8 @@ description:
     created_at (then lowest id), the guide's rule, replaces a non-unique index of the same name,
     and creates the unique index, all in one transaction.
   - Does nothing (changed=false) when the table does not exist yet or already has the key.
-  - In check mode it reports how many rows would be deleted and changes nothing.
+  - In check mode it counts the rows and the duplicates with one read-only query and returns the
+    statements it would run; it takes no lock, deletes nothing and builds no index.
 options:
   index_name:
     description: Name of the unique index.
@@ -52,11 +53,22 @@ rows_before:
   returned: when adopted
   type: int
   sample: 735
+queries:
+  description: Statements run (in check mode, that would be run), in order.
+  returned: when adopted
+  type: list
+  sample: ["LOCK TABLE public.ohlcv_data IN SHARE ROW EXCLUSIVE MODE", "CREATE UNIQUE INDEX ..."]
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.quantdb_ohlcv import HAS_UNIQUE_KEY, dedupe_statement
 from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, sql, transaction
+
+
+# Rows, and rows the dedupe would delete (all but one of each key), without changing anything.
+COUNT_DUPLICATES = """
+SELECT coalesce(sum(n), 0)::bigint, coalesce(sum(n - 1), 0)::bigint
+FROM (SELECT count(*) AS n FROM public.ohlcv_data GROUP BY ticker, region, date) k"""
 
 
 def main():
@@ -80,17 +92,27 @@ def main():
             if not cur.fetchone()[0]:
                 module.fail_json(msg="ohlcv_data has no unique (ticker, region, date) key and lacks the id and created_at "
                                      "columns the dedupe rule needs; dedupe it by hand first", **result)
-            # Nobody may add rows between the dedupe and the new key.
-            cur.execute("LOCK TABLE public.ohlcv_data IN SHARE ROW EXCLUSIVE MODE")
-            cur.execute("SELECT count(*) FROM public.ohlcv_data")
-            result["rows_before"] = cur.fetchone()[0]
-            cur.execute(dedupe_statement())
-            result["duplicates_removed"] = cur.rowcount
+            index = sql.Identifier(module.params["index_name"])
+            statements = [sql.SQL("LOCK TABLE public.ohlcv_data IN SHARE ROW EXCLUSIVE MODE"),
+                          sql.SQL(dedupe_statement())]
             cur.execute("SELECT to_regclass(%s) IS NOT NULL", ("public." + module.params["index_name"],))
             if cur.fetchone()[0]:
-                cur.execute(sql.SQL("DROP INDEX public.{}").format(sql.Identifier(module.params["index_name"])))
-            cur.execute(sql.SQL("CREATE UNIQUE INDEX {} ON public.ohlcv_data (ticker, region, date DESC)").format(
-                sql.Identifier(module.params["index_name"])))
+                statements.append(sql.SQL("DROP INDEX public.{}").format(index))
+            statements.append(sql.SQL("CREATE UNIQUE INDEX {} ON public.ohlcv_data (ticker, region, date DESC)").format(index))
+            result["queries"] = [q.as_string(conn).strip() for q in statements]
+            if module.check_mode:
+                # Read-only: no lock, no delete, no index build; the same counts by a query.
+                cur.execute(COUNT_DUPLICATES)
+                result["rows_before"], result["duplicates_removed"] = cur.fetchone()
+            else:
+                # The lock first: nobody may add rows between the dedupe and the new key.
+                cur.execute(statements[0])
+                cur.execute("SELECT count(*) FROM public.ohlcv_data")
+                result["rows_before"] = cur.fetchone()[0]
+                cur.execute(statements[1])
+                result["duplicates_removed"] = cur.rowcount
+                for statement in statements[2:]:
+                    cur.execute(statement)
         result["changed"] = True
     module.exit_json(**result)
 
