@@ -520,6 +520,17 @@ class Audit(object):
         return self.cur.rowcount
 
 
+def threshold_problem(thresholds):
+    """None when every entry of thresholds is {warn: N, fail: N} (either may be missing or
+    null, N a whole count >= 0); otherwise a message naming the entry."""
+    for name, limits in thresholds.items():
+        if not isinstance(limits, dict) or set(limits) - {"warn", "fail"} or not all(
+                v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in limits.values()):
+            return ("thresholds.%s must be a mapping of warn and/or fail to a count >= 0 (or null), "
+                    "e.g. {warn: 1, fail: 50}; got %r" % (name, limits))
+    return None
+
+
 def status_of(count, limits):
     if limits.get("fail") is not None and count >= limits["fail"]:
         return "fail"
@@ -550,11 +561,9 @@ def main():
     unknown = sorted(set(checks) - set(CHECKS)) + sorted(set(p["thresholds"]) - set(CHECKS))
     if unknown:
         module.fail_json(msg="unknown check(s) %s; known: %s" % (", ".join(unknown), ", ".join(CHECKS)))
-    for name, limits in p["thresholds"].items():
-        if not isinstance(limits, dict) or set(limits) - {"warn", "fail"} or not all(
-                v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in limits.values()):
-            module.fail_json(msg="thresholds.%s must be a mapping of warn and/or fail to a count >= 0 (or null), "
-                                 "e.g. {warn: 1, fail: 50}; got %r" % (name, limits))
+    problem = threshold_problem(p["thresholds"])
+    if problem:
+        module.fail_json(msg=problem)
     for key in ("start_date", "end_date", "as_of"):
         if p[key]:
             try:
