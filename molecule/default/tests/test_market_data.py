@@ -72,6 +72,10 @@ def load_raw(host, db, path, sessions=True):
 
 
 def schema_db(name):
+    """A new database built by the schema role (dropped first, so a re-run starts clean)."""
+    drop = subprocess.run(["podman", "exec", "-u", "postgres", "qdb-molecule-db1", "psql", "-XAtq", "-d", "postgres",
+                           "-c", "DROP DATABASE IF EXISTS %s WITH (FORCE)" % name], capture_output=True, text=True)
+    assert drop.returncode == 0, drop.stderr
     proc = playbook("site.yml", "--tags", "schema", "-e", "schema_database=%s" % name)
     assert proc.returncode == 0, proc.stdout[-3000:]
     return name
