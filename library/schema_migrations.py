@@ -15,10 +15,16 @@ description:
     naming the version, unless O(allow_checksum_mismatch) is set; nothing is applied then.
   - Holds an advisory lock so two runs never interleave.
   - In check mode it connects, reads what is recorded and returns the pending migrations
-    without running them; C(changed) is true exactly when something is pending.
+    without running them; C(changed) is true exactly when something is pending or superseded.
 options:
   migrations:
-    description: List of migrations, each with C(version), C(name), C(sql) and optional C(transactional) (default true).
+    description:
+      - List of migrations, each with C(version), C(name), C(sql), optional C(transactional) (default true)
+        and optional C(replaces), the checksums of earlier texts of this migration that a later
+        release rewrote on purpose.
+      - A database that applied one of the C(replaces) texts is not a checksum mismatch; its record takes
+        the new name and checksum (a change) and the SQL is not run again, so whatever the earlier text
+        created must be kept up by idempotent tasks instead.
     type: list
     elements: dict
     required: true
@@ -63,6 +69,11 @@ checksum_mismatches:
   returned: always
   type: list
   sample: []
+superseded:
+  description: Applied versions recorded with a text their C(replaces) lists, now recorded with the current one.
+  returned: always
+  type: list
+  sample: ["0005"]
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -96,7 +107,7 @@ def main():
     table = sql.Identifier(module.params["table"])
 
     conn = connect(module, autocommit=True)
-    result = dict(changed=False, applied=[], pending=[], already_applied=[], checksum_mismatches=[])
+    result = dict(changed=False, applied=[], pending=[], already_applied=[], checksum_mismatches=[], superseded=[])
     with conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (module.params["table"],)).fetchone()[0]
@@ -106,10 +117,14 @@ def main():
             recorded = dict(rows)
         result["already_applied"] = sorted(recorded)
 
+        superseded = []
         for item in migrations:
             version = str(item["version"])
             if version in recorded and recorded[version] != sha256_text(item["sql"]):
-                result["checksum_mismatches"].append(version)
+                if recorded[version] in (item.get("replaces") or []):
+                    superseded.append(item)
+                else:
+                    result["checksum_mismatches"].append(version)
         if result["checksum_mismatches"] and not module.params["allow_checksum_mismatch"]:
             module.fail_json(msg="applied migration(s) %s changed since they ran; write a new migration instead "
                                  "of editing an applied one (or set allow_checksum_mismatch)"
@@ -119,7 +134,12 @@ def main():
 
         pending = [m for m in migrations if str(m["version"]) not in recorded]
         result["pending"] = [str(m["version"]) for m in pending]
-        result["changed"] = bool(pending)
+        result["superseded"] = [str(m["version"]) for m in superseded]
+        result["changed"] = bool(pending or superseded)
+        if not module.check_mode:
+            for item in superseded:
+                conn.execute(sql.SQL("UPDATE {} SET name = %s, checksum = %s WHERE version = %s").format(table),
+                             (item["name"], sha256_text(item["sql"]), str(item["version"])))
         if module.check_mode or not pending:
             module.exit_json(**result)
 

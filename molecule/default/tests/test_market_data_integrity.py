@@ -182,3 +182,23 @@ def test_calendars_for_the_whole_history_give_exact_missing_and_extra_counts(hos
     # The missing sessions are spread over three decades, not only the recent window.
     years = {s["from"][:4] for s in report["checks"]["missing_sessions"]["samples"]}
     assert len(years) >= 2, report["checks"]["missing_sessions"]["samples"]
+
+
+def test_a_database_that_applied_the_edition_specific_0005_is_not_refused(host):
+    """Migration 0005 used to render differently per TimescaleDB edition; it is now the same on
+    both, and a database recorded with either old text passes the checksum check: its record
+    takes the new checksum once (a change), and the next run changes nothing."""
+    db = schema_db("qa_edition")
+    old_apache = "40f0e04963db73d8ebd0e56cbcdc259bcce344e190a07f1184a4d930910b76e4"
+    current = psql(host, "SELECT checksum FROM schema_migrations WHERE version = '0005'", db=db)
+    psql(host, "UPDATE schema_migrations SET checksum = '%s' WHERE version = '0005'" % old_apache, db=db)
+    proc = playbook("site.yml", "--tags", "schema", "-e", "schema_database=%s" % db)
+    assert proc.returncode == 0 and recap(proc.stdout)["changed"] == 1, proc.stdout[-3000:]
+    assert psql(host, "SELECT checksum FROM schema_migrations WHERE version = '0005'", db=db) == current
+    assert psql(host, "SELECT relkind FROM pg_class WHERE relname = 'ohlcv_monthly'", db=db) == "m"
+    proc = playbook("site.yml", "--tags", "schema", "-e", "schema_database=%s" % db)
+    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    # Any other change to an applied migration is still refused.
+    psql(host, "UPDATE schema_migrations SET checksum = 'edited' WHERE version = '0005'", db=db)
+    proc = playbook("site.yml", "--tags", "schema", "-e", "schema_database=%s" % db)
+    assert proc.returncode != 0 and "applied migration(s) 0005 changed since they ran" in flat(proc)
