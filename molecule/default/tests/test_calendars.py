@@ -15,7 +15,7 @@ import pytest
 
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from test_default import psql, recap  # noqa: E402
+from test_default import psql, recap, run_playbook  # noqa: E402
 
 testinfra_hosts = ["podman://qdb-molecule-db1"]
 DB = "qa_calendars"
@@ -25,10 +25,8 @@ TIMEZONES = {"XKRX": "Asia/Seoul", "XNYS": "America/New_York", "XTKS": "Asia/Tok
 
 
 def playbook(name, *extra):
-    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-           os.path.join(PROJECT, "playbooks", name)] + list(extra)
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+    """playbooks/<name> on the Molecule host; the result's `stats` is its recap as JSON."""
+    return run_playbook(os.path.join(PROJECT, "playbooks", name), *extra)
 
 
 def flat(proc):
@@ -73,7 +71,7 @@ def test_check_mode_reports_every_session_and_writes_nothing(host, db):
     out = flat(proc)
     for code in ("XKRX", "XNYS"):
         assert summary(code, len(library_sessions(code)), 0, check=True) in out
-    assert recap(proc.stdout)["changed"] > 0
+    assert recap(proc)["changed"] > 0
     assert psql(host, "SELECT count(*) FROM exchange_sessions", db=db) == "0"
     assert psql(host, "SELECT count(*) FROM exchanges", db=db) == "0"
 
@@ -99,7 +97,7 @@ def test_second_run_changes_nothing(host, db):
     synced_at = psql(host, "SELECT string_agg(synced_at::text, ',' ORDER BY exchange) FROM exchanges", db=db)
     proc = playbook("calendars.yml", *WINDOW)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    assert recap(proc)["changed"] == 0, proc.stdout[-3000:]
     for code in ("XKRX", "XNYS"):
         assert summary(code, 0, 0) in flat(proc)
     assert psql(host, "SELECT string_agg(synced_at::text, ',' ORDER BY exchange) FROM exchanges", db=db) == synced_at
@@ -135,7 +133,7 @@ def test_a_deleted_and_a_fake_session_are_corrected_and_reported(host, db):
                       "WHERE synced_at > '%s'" % latest, db=db) == "XKRX,XNYS"
     psql(host, "DELETE FROM exchange_sessions WHERE exchange = 'XNYS' AND session = '%s'" % outside, db=db)
     proc = playbook("calendars.yml", *WINDOW)
-    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    assert recap(proc)["changed"] == 0, proc.stdout[-3000:]
 
 
 def test_a_start_before_the_library_covers_xtks_is_clipped_with_a_warning(host, db):
@@ -160,7 +158,7 @@ def test_an_unknown_exchange_fails_naming_it_and_writes_nothing(host, db):
     proc = playbook("calendars.yml", "-e", '{"calendars_exchanges": ["XFOO"]}', *WINDOW)
     assert proc.returncode != 0
     assert "unknown exchange calendar code(s): XFOO" in flat(proc)
-    assert recap(proc.stdout)["changed"] == 0
+    assert recap(proc)["changed"] == 0
     assert state(host) == before
 
 

@@ -4,10 +4,12 @@ Runs after converge and the idempotence step. Two tests run the playbook again f
 here: a --check --diff converge that must report no change, and a no-op converge that
 must not restart the postmaster.
 """
+import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -40,19 +42,38 @@ def lab_password(name):
     return match.group(1)
 
 
+def run_playbook(path, *extra, env=None):
+    """ansible-playbook on the Molecule inventory. The result carries `stats`, the per-host
+    recap the quantdb_stats callback wrote as JSON (callback_plugins/), so tests never parse
+    the human-readable PLAY RECAP; stdout stays the normal output for text assertions."""
+    fd, stats_file = tempfile.mkstemp(prefix="qdb-stats-", suffix=".json")
+    os.close(fd)
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], path] + list(extra)
+    run_env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", QDB_STATS_FILE=stats_file,
+                   ANSIBLE_CALLBACK_PLUGINS=os.path.join(PROJECT, "callback_plugins"),
+                   ANSIBLE_CALLBACKS_ENABLED="quantdb_stats", **(env or {}))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env)
+        with open(stats_file) as handle:
+            text = handle.read()
+        proc.stats = json.loads(text)["stats"] if text else None   # None: the run stopped before its recap
+    finally:
+        os.unlink(stats_file)
+    return proc
+
+
 def run_converge(*extra):
-    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-           os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml")] + list(extra)
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = run_playbook(os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml"), *extra)
     return proc, time.monotonic() - started
 
 
-def recap(output):
-    match = re.search(r"qdb-molecule-db1\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
-    assert match, output[-3000:]
-    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups())))
+def recap(proc, host="qdb-molecule-db1"):
+    """The run's recap for host, from the JSON the quantdb_stats callback wrote."""
+    assert proc.stats and host in proc.stats, proc.stdout[-3000:] + proc.stderr[-2000:]
+    s = proc.stats[host]
+    return dict(ok=s["ok"], changed=s["changed"], unreachable=s["unreachable"], failed=s["failures"],
+                skipped=s["skipped"], ignored=s["ignored"])
 
 
 def test_postgresql_17_runs_with_checksums(host):
@@ -79,15 +100,15 @@ def test_ohlcv_data_is_a_hypertable_with_yearly_chunks_and_unique_key(host):
         "CREATE UNIQUE INDEX idx_ohlcv_ticker_region_date ON public.ohlcv_data USING btree (ticker, region, date DESC)"
     # The key holds: a second bar for the same ticker and session is refused.
     out = host.run("runuser -u postgres -- psql -XAtq -d quant_platform -c %s",
-                   "BEGIN; INSERT INTO ohlcv_data (ticker, region, date, close) VALUES ('T', 'KR', '2024-01-02', 1), "
-                   "('T', 'KR', '2024-01-02', 2); ROLLBACK;")
+                   "BEGIN; INSERT INTO ohlcv_data (ticker, region, date, open, high, low, close, volume) "
+                   "VALUES ('T', 'KR', '2024-01-02', 1, 1, 1, 1, 0), ('T', 'KR', '2024-01-02', 1, 2, 1, 2, 0); ROLLBACK;")
     assert "duplicate key value violates unique constraint" in out.stderr
 
 
 def test_migrations_recorded_in_order(host):
     assert psql(host, "SELECT string_agg(version || ' ' || name, ',' ORDER BY version) FROM schema_migrations") == (
         "0001 tickers,0002 ohlcv_data,0003 technical_analysis,0004 factor_scores,0005 ohlcv_monthly,"
-        "0006 market_data_support")
+        "0006 market_data_support,0007 market_data_integrity")
 
 
 def test_monthly_rollup_is_a_materialized_view_refreshed_by_pg_cron(host):
@@ -139,8 +160,8 @@ def test_reporting_user_reads_but_cannot_write(host):
 
 def test_writer_writes_and_roles_are_least_privilege(host):
     pw = lab_password("quant_app")
-    ok = psql_as(host, "quant_app", pw, "BEGIN; INSERT INTO ohlcv_data (ticker, region, date, close) "
-                                        "VALUES ('T', 'KR', '2024-01-02', 1); ROLLBACK;")
+    ok = psql_as(host, "quant_app", pw, "BEGIN; INSERT INTO ohlcv_data (ticker, region, date, open, high, low, close, volume) "
+                                        "VALUES ('T', 'KR', '2024-01-02', 1, 1, 1, 1, 0); ROLLBACK;")
     assert ok.rc == 0, ok.stderr
     assert psql_as(host, "quant_app", pw, "CREATE TABLE t (i int)").rc != 0  # no CREATE on public
     roles = psql(host, "SELECT rolname || ':' || rolsuper || rolcreaterole || rolcreatedb || ':' || rolconnlimit "
@@ -157,14 +178,14 @@ def test_writer_writes_and_roles_are_least_privilege(host):
 def test_check_mode_converge_reports_no_changes():
     proc, _ = run_converge("--check", "--diff")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    assert recap(proc)["changed"] == 0, proc.stdout[-3000:]
 
 
 def test_noop_converge_changes_nothing_and_never_restarts(host):
     before = psql(host, "SELECT pg_postmaster_start_time()")
     proc, seconds = run_converge()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    assert recap(proc)["changed"] == 0, proc.stdout[-3000:]
     assert psql(host, "SELECT pg_postmaster_start_time()") == before
     print("no-op converge took %.1f s" % seconds)
 
@@ -180,5 +201,5 @@ def test_bad_input_fails_before_any_change(host, var, value):
     proc, _ = run_converge("-e", "%s=%s" % (var, value) if not value.startswith("[") else '{"%s": %s}' % (var, value))
     assert proc.returncode != 0
     assert var in proc.stdout + proc.stderr
-    assert recap(proc.stdout)["changed"] == 0
+    assert recap(proc)["changed"] == 0
     assert psql(host, "SELECT pg_postmaster_start_time()") == before

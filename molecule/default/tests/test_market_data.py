@@ -18,7 +18,7 @@ import pytest
 
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from test_default import psql, recap  # noqa: E402
+from test_default import psql, recap, run_playbook  # noqa: E402
 
 testinfra_hosts = ["podman://qdb-molecule-db1"]
 AS_OF = "2025-10-31"                                           # the sample data's last day
@@ -29,10 +29,8 @@ CHECKS = ["missing_sessions", "extra_sessions", "duplicates", "null_values", "oh
 
 
 def playbook(name, *extra):
-    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-           os.path.join(PROJECT, "playbooks", name)] + list(extra)
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+    """playbooks/<name> on the Molecule host; the result's `stats` is its recap as JSON."""
+    return run_playbook(os.path.join(PROJECT, "playbooks", name), *extra)
 
 
 def sample(tmp, name, *args, as_of=AS_OF):
@@ -133,7 +131,7 @@ def test_the_same_data_audited_today_is_stale(data, tmp_path):
 def test_reloading_the_same_file_changes_nothing(data):
     proc = playbook("ingest.yml", *ingest_args(data["clean"]))
     assert proc.returncode == 0
-    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    assert recap(proc)["changed"] == 0, proc.stdout[-3000:]
     assert " 0 new, 0 updated" in module_result(proc, "rows read")
 
 
@@ -143,12 +141,12 @@ def test_invalid_rows_are_quarantined_with_reasons_and_nothing_partial(host, dat
     with open(bad, "w") as handle:
         handle.write("ticker,region,date,open,high,low,close,volume\n"
                      "NEWT1,US,2025-10-31,10,11,9,10.5,100\n"       # 2: valid, new ticker
-                     "NEWT1,US,2025-10-30,10,9,9.5,10.5,100\n"      # 3: high < low
-                     "NEWT1,US,2025-10-29,0,11,9,10.5,100\n"        # 4: price <= 0
-                     "NEWT1,US,2025-10-28,10,11,9,10.5,-5\n"        # 5: volume < 0
-                     "NEWT1,US,2025-10-27,10,11,9,,100\n"           # 6: missing value
-                     "NEWT1,US,2025-13-01,10,11,9,10.5,100\n"       # 7: unparseable date
-                     "NEWT1,US,2025-10-24,ten,11,9,10.5,100\n")     # 8: unparseable number
+                     "NEWT1,US,2025-10-30,10,9,9.5,10.5,100\n"      # 3: high < low: ohlc_logic
+                     "NEWT1,US,2025-10-29,0,11,9,10.5,100\n"        # 4: non_positive_price
+                     "NEWT1,US,2025-10-28,10,11,9,10.5,-5\n"        # 5: negative_volume
+                     "NEWT1,US,2025-10-27,10,11,9,,100\n"           # 6: missing_value
+                     "NEWT1,US,2025-13-01,10,11,9,10.5,100\n"       # 7: bad_date_format (no month 13)
+                     "NEWT1,US,2025-10-24,ten,11,9,10.5,100\n")     # 8: bad_number
     proc = playbook("ingest.yml", "-e", "ingest_src=%s" % bad, "-e", "ingest_on_invalid=fail",
                     "-e", "ingest_register_tickers=true")
     assert proc.returncode != 0
@@ -161,11 +159,11 @@ def test_invalid_rows_are_quarantined_with_reasons_and_nothing_partial(host, dat
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert psql(host, "SELECT string_agg(line || ':' || reason, ',' ORDER BY line) FROM ohlcv_quarantine "
                       "WHERE file_name = 'invalid.csv'") == \
-        "3:OHLC logic broken,4:price <= 0,5:volume < 0,6:missing value,7:unparseable date,8:unparseable number"
+        "3:ohlc_logic,4:non_positive_price,5:negative_volume,6:missing_value,7:bad_date_format,8:bad_number"
     assert psql(host, "SELECT count(*) FROM ohlcv_data WHERE ticker = 'NEWT1'") == "1"
     # Loading it again quarantines nothing new and reports no change.
     proc = playbook("ingest.yml", "-e", "ingest_src=%s" % bad, "-e", "ingest_register_tickers=true")
-    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    assert recap(proc)["changed"] == 0, proc.stdout[-3000:]
     psql(host, "DELETE FROM ohlcv_data WHERE ticker = 'NEWT1'")
     psql(host, "DELETE FROM tickers WHERE ticker = 'NEWT1'")
 
@@ -229,10 +227,10 @@ def test_fix_mode_removes_duplicates_keeping_the_earliest_once(host, dated_defec
     assert int(psql(host, "SELECT count(*) FROM ohlcv_data", db=defects_db)) == rows
     proc = playbook("quality_audit.yml", *args)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert recap(proc.stdout)["changed"] == 1
+    assert recap(proc)["changed"] == 1
     assert int(psql(host, "SELECT count(*) FROM ohlcv_data", db=defects_db)) == rows - dup
     proc = playbook("quality_audit.yml", *args)
-    assert recap(proc.stdout)["changed"] == 0
+    assert recap(proc)["changed"] == 0
 
 
 def test_schema_role_adopts_a_guide_built_database_once(host):
@@ -262,4 +260,4 @@ def test_schema_role_adopts_a_guide_built_database_once(host):
 
     proc = playbook("site.yml", *args)
     assert proc.returncode == 0
-    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    assert recap(proc)["changed"] == 0, proc.stdout[-3000:]

@@ -82,10 +82,10 @@ def test_a_guide_built_database_with_a_broken_bar_is_adopted_and_told(host):
 
     psql(host, "UPDATE ohlcv_data SET high = 110, low = 90 WHERE date = '2025-01-02'", db="qa_seed_broken")
     proc = playbook("site.yml", *args)
-    assert proc.returncode == 0 and recap(proc.stdout)["changed"] == 1, proc.stdout[-3000:]
+    assert proc.returncode == 0 and recap(proc)["changed"] == 1, proc.stdout[-3000:]
     assert psql(host, validated, db="qa_seed_broken") == ",".join("%s:true" % c for c in CONSTRAINTS)
     proc = playbook("site.yml", *args)
-    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    assert recap(proc)["changed"] == 0, proc.stdout[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -193,11 +193,11 @@ def test_a_database_that_applied_the_edition_specific_0005_is_not_refused(host):
     current = psql(host, "SELECT checksum FROM schema_migrations WHERE version = '0005'", db=db)
     psql(host, "UPDATE schema_migrations SET checksum = '%s' WHERE version = '0005'" % old_apache, db=db)
     proc = playbook("site.yml", "--tags", "schema", "-e", "schema_database=%s" % db)
-    assert proc.returncode == 0 and recap(proc.stdout)["changed"] == 1, proc.stdout[-3000:]
+    assert proc.returncode == 0 and recap(proc)["changed"] == 1, proc.stdout[-3000:]
     assert psql(host, "SELECT checksum FROM schema_migrations WHERE version = '0005'", db=db) == current
     assert psql(host, "SELECT relkind FROM pg_class WHERE relname = 'ohlcv_monthly'", db=db) == "m"
     proc = playbook("site.yml", "--tags", "schema", "-e", "schema_database=%s" % db)
-    assert recap(proc.stdout)["changed"] == 0, proc.stdout[-3000:]
+    assert recap(proc)["changed"] == 0, proc.stdout[-3000:]
     # Any other change to an applied migration is still refused.
     psql(host, "UPDATE schema_migrations SET checksum = 'edited' WHERE version = '0005'", db=db)
     proc = playbook("site.yml", "--tags", "schema", "-e", "schema_database=%s" % db)
