@@ -21,7 +21,8 @@ q "SELECT hypertable_name || ' (chunk interval ' || d.time_interval || ')'
 echo "-- market data (make load-sample) and the latest quality audit (make audit, reports/quality.json):"
 q "SELECT region || ': ' || count(DISTINCT ticker) || ' tickers, ' || count(*) || ' bars, ' || min(date) || ' .. ' || max(date)
    FROM ohlcv_data GROUP BY region ORDER BY region"
-q "SELECT 'audit run ' || run_id || ': ' || string_agg(check_name || '=' || status, ', ' ORDER BY check_name)
+q "SELECT 'audit run ' || run_id || ' as of ' || coalesce(min(scope->>'as_of'), 'today')
+          || ' (the sample data ends on a fixed day): ' || string_agg(check_name || '=' || status, ', ' ORDER BY check_name)
    FROM quality_audit_results WHERE run_id = (SELECT max(run_id) FROM quality_audit_results) GROUP BY run_id"
 echo "-- migrations applied:"
 q "SELECT version || ' ' || name FROM schema_migrations ORDER BY version"
