@@ -50,7 +50,7 @@ def load_result(stdout, stderr=""):
     except ValueError:
         raise AssertionError(stdout[-3000:] + stderr[-2000:])
     for task in out["plays"][0]["tasks"]:
-        if task["task"]["name"] == "Load the bars":
+        if task["task"]["name"].split(" : ")[-1] == "Load the bars":   # "ingest : Load the bars"
             return next(iter(task["hosts"].values()))
     raise AssertionError("the load task did not run: " + stdout[-3000:] + stderr[-2000:])
 

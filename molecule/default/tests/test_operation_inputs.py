@@ -5,6 +5,7 @@
 - The audit runs on the controller and connects over TCP with libpq parameters, through the
   container's published port, as it would to a database this project did not provision.
 """
+import json
 import os
 import shutil
 
@@ -32,7 +33,6 @@ def test_an_input_set_in_group_vars_takes_effect(tmp_path):
     finally:
         os.environ["MOLECULE_INVENTORY_FILE"] = env_inventory
     assert proc.returncode == 0, flat(proc)[-3000:]
-    import json
     with open(str(report)) as handle:
         data = json.load(handle)
     assert sorted(data["checks"]) == ["duplicates", "null_values"]
@@ -59,3 +59,21 @@ def test_the_audit_runs_from_the_controller_over_tcp(host, tmp_path):
     assert report["rows_scanned"] == int(psql(host, "SELECT count(*) FROM ohlcv_data"))
     # It was a TCP session of quant_app: the results it recorded are there.
     assert psql(host, "SELECT count(*) FROM quality_audit_results WHERE run_id = %d" % report["run_id"]) == "14"
+
+
+def test_the_ingest_runs_from_the_controller_over_tcp(host, tmp_path):
+    bars = tmp_path / "controller.csv"
+    bars.write_text("ticker,region,date,open,high,low,close,volume\nZZCTL,US,2025-10-31,10,11,9,10.5,100\n")
+    args = ["-e", "ingest_src=%s" % bars, "-e", "ingest_register_tickers=true", "-e", "ingest_from_controller=true",
+            "-e", "ingest_login_host=127.0.0.1", "-e", "ingest_login_port=%s" % PUBLISHED_PORT,
+            "-e", "ingest_login_user=quant_app", "-e", "ingest_login_password=%s" % lab_password("quant_app")]
+    try:
+        proc = playbook("ingest.yml", *args)
+        assert proc.returncode == 0, flat(proc)[-3000:]
+        assert "qdb-molecule-db1 -> localhost" in proc.stdout
+        assert "Copy the files to the database host" in proc.stdout and "skipping" in proc.stdout
+        assert psql(host, "SELECT close FROM ohlcv_data WHERE ticker = 'ZZCTL'") == "10.5"
+        assert lab_password("quant_app") not in proc.stdout + proc.stderr
+    finally:
+        psql(host, "DELETE FROM ohlcv_data WHERE ticker = 'ZZCTL'")
+        psql(host, "DELETE FROM tickers WHERE ticker = 'ZZCTL'")
