@@ -42,6 +42,10 @@ def lab_password(name):
     return match.group(1)
 
 
+# Keys each quantdb-ops module returned over every run of this session (test_zz_module_returns.py).
+RETURNS = {}
+
+
 def run_playbook(path, *extra, env=None):
     """ansible-playbook on the Molecule inventory. The result carries `stats`, the per-host
     recap the quantdb_stats callback wrote as JSON (callback_plugins/), so tests never parse
@@ -56,7 +60,10 @@ def run_playbook(path, *extra, env=None):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env)
         with open(stats_file) as handle:
             text = handle.read()
-        proc.stats = json.loads(text)["stats"] if text else None   # None: the run stopped before its recap
+        report = json.loads(text) if text else {}
+        proc.stats = report.get("stats")   # None: the run stopped before its recap
+        for name, keys in report.get("returns", {}).items():
+            RETURNS.setdefault(name, set()).update(keys)
     finally:
         os.unlink(stats_file)
     return proc
