@@ -60,32 +60,13 @@ def ansible_doc(name):
     return json.loads(proc.stdout)[name]
 
 
-def normalized_spec(spec):
-    out = {}
-    for option, s in spec.items():
-        out[option] = {
-            "type": s.get("type", DEFAULT_TYPE),
-            "required": bool(s.get("required", False)),
-            "default": s.get("default"),
-            "choices": list(s["choices"]) if s.get("choices") else None,
-            "elements": s.get("elements"),
-            "aliases": sorted(s.get("aliases") or []),
-        }
-    return out
-
-
-def normalized_doc(options):
-    out = {}
-    for option, d in (options or {}).items():
-        out[option] = {
-            "type": d.get("type", DEFAULT_TYPE),
-            "required": bool(d.get("required", False)),
-            "default": d.get("default"),
-            "choices": list(d["choices"]) if d.get("choices") else None,
-            "elements": d.get("elements"),
-            "aliases": sorted(d.get("aliases") or []),
-        }
-    return out
+def normalized(options):
+    """An argument_spec or a DOCUMENTATION options mapping, reduced to what both must agree on
+    (either side may leave out the type str, required false and empty lists)."""
+    return {name: {"type": o.get("type", DEFAULT_TYPE), "required": bool(o.get("required", False)),
+                   "default": o.get("default"), "choices": list(o["choices"]) if o.get("choices") else None,
+                   "elements": o.get("elements"), "aliases": sorted(o.get("aliases") or [])}
+            for name, o in (options or {}).items()}
 
 
 def test_every_module_is_checked():
@@ -95,8 +76,8 @@ def test_every_module_is_checked():
 @pytest.mark.parametrize("name", MODULES)
 def test_documentation_matches_the_argument_spec(name):
     doc = ansible_doc(name)
-    spec = normalized_spec(argument_spec(name)["argument_spec"])
-    documented = normalized_doc(doc["doc"].get("options"))
+    spec = normalized(argument_spec(name)["argument_spec"])
+    documented = normalized(doc["doc"].get("options"))
     assert sorted(documented) == sorted(spec), "%s: options documented %s, taken %s" % (
         name, sorted(set(documented) - set(spec)), sorted(set(spec) - set(documented)))
     drift = {o: {"doc": documented[o], "spec": spec[o]} for o in spec if documented[o] != spec[o]}
