@@ -102,8 +102,8 @@ options:
     default: 1000000000000000
   bulk_mode:
     description:
-      - C(auto) drops and rebuilds the indexes when ohlcv_data is empty and the file has valid
-        rows; C(never) always upserts.
+      - C(auto) drops and rebuilds the indexes when ohlcv_data is empty, the file has valid rows
+        and the login role may (it owns the table, or is a member of its owner); C(never) always upserts.
     type: str
     choices: [auto, never]
     default: auto
@@ -648,7 +648,11 @@ def load(module, conn, p, result, date_re, date_groups):
         stream = stage_bars(cur, p["src"], format_literals(p["date_format"]), result)
         result["rows_read"] = stream.rows
         classify(cur, p, date_re, date_groups)
-        cur.execute("SELECT NOT EXISTS (SELECT 1 FROM public.ohlcv_data)")
+        # Dropping and rebuilding the indexes needs the table's owner (or a superuser): a writer
+        # such as quant_app loading an empty table from the controller upserts instead.
+        cur.execute("""SELECT NOT EXISTS (SELECT 1 FROM public.ohlcv_data)
+                              AND pg_has_role(current_user, (SELECT relowner FROM pg_class
+                                                             WHERE oid = 'public.ohlcv_data'::regclass), 'USAGE')""")
         empty = cur.fetchone()[0]
         # Duplicate keys inside the file: later lines are invalid. An upsert (and a file that
         # must fail on any invalid row) looks for them first; a backfill skips that scan of the

@@ -22,7 +22,8 @@ def flat(proc):
 
 def test_an_input_set_in_group_vars_takes_effect(tmp_path):
     inventory = tmp_path / "inventory"
-    shutil.copytree(os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]), str(inventory), symlinks=True)
+    # A real copy (links followed): the new group_vars file must not land in the project's.
+    shutil.copytree(os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]), str(inventory), symlinks=False)
     (inventory / "group_vars" / "quantdb_db.yml").write_text(
         "---\nquality_audit_checks: [duplicates, null_values]\nquality_audit_as_of: '%s'\n" % AS_OF)
     report = tmp_path / "report.json"
