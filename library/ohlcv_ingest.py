@@ -141,6 +141,10 @@ notes:
   - Speed. A file whose lines hold only ASCII letters, digits and C(. , + -) (and the literal
     characters of O(date_format)), with plain prices and integer volumes, is staged by a typed
     COPY; other lines are checked one by one and typed by the strict path. See docs/ingest.md.
+  - What check mode costs. It stages and classifies the whole file and runs the upsert inside the
+    transaction, then rolls back, so it takes about as long as a real load, holds the row locks of
+    the bars it would change until the rollback, and writes WAL for what it rolls back. It never
+    takes the bulk path (no index is dropped).
 extends_documentation_fragment: [quantdb_pg]
 author: quantdb-ops
 """

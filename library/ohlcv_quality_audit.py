@@ -120,6 +120,10 @@ options:
     description: Store per-check counts in quality_audit_results.
     type: bool
     default: true
+notes:
+  - What check mode costs. The audit itself only reads (its staging is in temporary tables); check
+    mode runs it in full and skips recording results, and with O(fix) rolls the deletes back, so
+    it costs a real run's time and the deleted rows' locks until the rollback.
 extends_documentation_fragment: [quantdb_pg]
 author: quantdb-ops
 """

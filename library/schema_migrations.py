@@ -69,6 +69,11 @@ checksum_mismatches:
   returned: always
   type: list
   sample: []
+queries:
+  description: The SQL of the pending migrations, in the order they ran (in check mode, would run).
+  returned: always
+  type: list
+  sample: ["ALTER TABLE public.ohlcv_data ADD CONSTRAINT ohlcv_values_present CHECK (...) NOT VALID; ..."]
 superseded:
   description: Applied versions recorded with a text their C(replaces) lists, now recorded with the current one.
   returned: always
@@ -107,7 +112,8 @@ def main():
     table = sql.Identifier(module.params["table"])
 
     conn = connect(module, autocommit=True)
-    result = dict(changed=False, applied=[], pending=[], already_applied=[], checksum_mismatches=[], superseded=[])
+    result = dict(changed=False, applied=[], pending=[], already_applied=[], checksum_mismatches=[], superseded=[],
+                  queries=[])
     with conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (module.params["table"],)).fetchone()[0]
@@ -134,6 +140,7 @@ def main():
 
         pending = [m for m in migrations if str(m["version"]) not in recorded]
         result["pending"] = [str(m["version"]) for m in pending]
+        result["queries"] = [m["sql"] for m in pending]   # run, or in check mode to be run, in order
         result["superseded"] = [str(m["version"]) for m in superseded]
         result["changed"] = bool(pending or superseded)
         if not module.check_mode:
