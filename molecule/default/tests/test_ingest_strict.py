@@ -17,7 +17,8 @@ import pytest
 
 PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from test_default import psql, recap, run_playbook  # noqa: E402
+from test_default import psql, run_playbook  # noqa: E402
+from test_market_data import schema_db  # noqa: E402   (a fresh database built by the schema role)
 
 testinfra_hosts = ["podman://qdb-molecule-db1"]
 CONTAINER = "qdb-molecule-db1"
@@ -84,14 +85,6 @@ def expected(lines):
     return ",".join("%d:%s" % (line, reason) for line, reason in sorted(lines.items()))
 
 
-def schema_db(host, name):
-    """A fresh database with the schema (dropped first, so a re-run starts clean)."""
-    psql(host, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % name, db="postgres")
-    proc = playbook("site.yml", "--tags", "schema", "-e", "schema_database=%s" % name)
-    assert proc.returncode == 0 and recap(proc)["failed"] == 0, proc.stdout[-3000:]
-    return name
-
-
 @pytest.fixture(scope="module")
 def tmp(tmp_path_factory):
     return tmp_path_factory.mktemp("strict")
@@ -100,7 +93,7 @@ def tmp(tmp_path_factory):
 @pytest.fixture(scope="module")
 def strict_db(host, tmp):
     """qa_strict with a first bar, so later loads take the upsert path."""
-    schema_db(host, DB)
+    schema_db(DB)
     proc, result = ingest(write(tmp, "seed.csv", HEADER + "ZZSEED,US,2024-01-02,10,11,9,10,100\n"),
                           "-e", "ingest_register_tickers=true")
     assert proc.returncode == 0 and result["new"] == 1, result
@@ -109,7 +102,7 @@ def strict_db(host, tmp):
 
 @pytest.fixture(scope="module")
 def empty_db(host):
-    schema_db(host, EMPTY_DB)
+    schema_db(EMPTY_DB)
     assert psql(host, "SELECT count(*) FROM ohlcv_data", db=EMPTY_DB) == "0"
     return EMPTY_DB
 
