@@ -49,7 +49,7 @@ options:
     required: true
 requirements:
   - exchange_calendars (4.x) on the host running the module
-author: quantdb-ops
+author: quantdb-ops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -253,10 +253,9 @@ def main():
         supports_check_mode=True,
     )
     if not HAS_XCALS:
-        module.fail_json(msg=missing_required_lib(
-            "exchange_calendars", reason="(run this module on the controller: delegate_to localhost "
-                                         "with ansible_python_interpreter set to ansible_playbook_python)"),
-            exception=XCALS_IMPORT_ERROR)
+        reason = ("(run this module on the controller: delegate_to localhost "
+                  "with ansible_python_interpreter set to ansible_playbook_python)")
+        module.fail_json(msg=missing_required_lib("exchange_calendars", reason=reason), exception=XCALS_IMPORT_ERROR)
     p = module.params
     start = parse_date(module, "start", p["start"])
     end = parse_date(module, "end", p["end"])

@@ -74,7 +74,7 @@ notes:
     exact; it holds the row locks of the sessions it would change until then (a second or less
     for two exchanges over 35 years).
 extends_documentation_fragment: [quantdb_pg]
-author: quantdb-ops
+author: quantdb-ops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -319,7 +319,7 @@ def main():
             bad = cur.fetchall()
             if bad:
                 first = "; ".join("line %d (%s,%s): %s" % (line, exchange, session, reason)
-                                  for line, exchange, session, reason, _ in bad)
+                                  for line, exchange, session, reason, _total in bad)
                 module.fail_json(msg="%s: %d bad row(s), nothing written: %s%s" % (
                     src, bad[0][4], first, "; ..." if bad[0][4] > len(bad) else ""), **result)
 
@@ -330,7 +330,7 @@ def main():
             cur.execute(ADDED)
             cur.execute(PER_EXCHANGE, dict(n=SAMPLES))
             per = cur.fetchall()
-            touched = [code for code, added, removed, _, _, _, _ in per if added or removed]
+            touched = [row[0] for row in per if row[1] or row[2]]   # (code, added, removed, ...)
             cur.execute(UPSERT, (touched,))
             upserted = set(r[0] for r in cur.fetchall())
             cur.execute(BEFORE, (codes,))

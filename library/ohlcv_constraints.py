@@ -33,7 +33,7 @@ options:
     type: int
     default: 5
 extends_documentation_fragment: [quantdb_pg]
-author: quantdb-ops
+author: quantdb-ops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -112,7 +112,7 @@ def main():
         if pending:
             # One pass counts the offenders of every pending constraint. A CHECK passes on
             # NULL, so an offender is a row whose expression is false.
-            broken = ["NOT coalesce(%s, true)" % expr for _, expr in pending]
+            broken = ["NOT coalesce(%s, true)" % expr for _name, expr in pending]
             count = sql.SQL("SELECT {} FROM {}").format(
                 sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE %s)" % b) for b in broken), table)
             result["queries"].append(count.as_string(conn))

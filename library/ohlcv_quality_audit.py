@@ -95,11 +95,9 @@ options:
     type: float
     default: 4.0
   region_exchanges:
-    description: Exchange (MIC) of each region, for tickers without one.
-    type: dict
-    default:
-      KR: XKRX
-      US: XNYS
+    description:
+      - Exchange (MIC) of each region, for tickers without one. The default is the project's one
+        region map (C(module_utils/quantdb_ohlcv.py)), also used by the ingest.
   sample_size:
     description: Samples per check.
     type: int
@@ -124,8 +122,8 @@ notes:
   - What check mode costs. The audit itself only reads (its staging is in temporary tables); check
     mode runs it in full and skips recording results, and with O(fix) rolls the deletes back, so
     it costs a real run's time and the deleted rows' locks until the rollback.
-extends_documentation_fragment: [quantdb_pg]
-author: quantdb-ops
+extends_documentation_fragment: [quantdb_pg, quantdb_ohlcv.region_exchanges]
+author: quantdb-ops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -174,10 +172,11 @@ queries:
 """
 
 import json
+import math
 from datetime import date, datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.quantdb_ohlcv import HAS_UNIQUE_KEY, dedupe_statement
+from ansible.module_utils.quantdb_ohlcv import HAS_UNIQUE_KEY, dedupe_statement, region_exchanges
 from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, psycopg, transaction
 
 CHECKS = ["missing_sessions", "extra_sessions", "duplicates", "null_values", "ohlc_violations",
@@ -198,7 +197,7 @@ SPLIT_RATIOS = [0.1, 0.2, 0.25, 1.0 / 3, 0.5, 2.0, 3.0, 4.0, 5.0, 10.0]
 def jsonable(value):
     if isinstance(value, (date, datetime)):
         return value.isoformat()
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         return None
     return value
 
@@ -554,7 +553,7 @@ def main():
         stale_sessions=dict(type="int", default=7), split_tolerance=dict(type="float", default=4.0),
         as_of=dict(type="str"), publication_delay=dict(type="str", default="18 hours"),
         stale_region_sessions=dict(type="int", default=0),
-        region_exchanges=dict(type="dict", default={"KR": "XKRX", "US": "XNYS"}),
+        region_exchanges=dict(type="dict", default=region_exchanges()),
         sample_size=dict(type="int", default=5), work_mem=dict(type="str", default="256MB"),
         temp_buffers=dict(type="str", default="256MB"),
         fix=dict(type="bool", default=False), record_results=dict(type="bool", default=True),

@@ -23,7 +23,7 @@ options:
     type: str
     default: idx_ohlcv_ticker_region_date
 extends_documentation_fragment: [quantdb_pg]
-author: quantdb-ops
+author: quantdb-ops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -61,8 +61,8 @@ queries:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.quantdb_ohlcv import HAS_UNIQUE_KEY, dedupe_statement
-from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, sql, transaction
+from ansible.module_utils.quantdb_ohlcv import HAS_UNIQUE_KEY, UNIQUE_INDEX, dedupe_statement, drop_index_ddl, unique_index_ddl
+from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, statement_text, transaction
 
 
 # Rows, and rows the dedupe would delete (all but one of each key), without changing anything.
@@ -73,7 +73,7 @@ FROM (SELECT count(*) AS n FROM public.ohlcv_data GROUP BY ticker, region, date)
 
 def main():
     argument_spec = connection_argument_spec()
-    argument_spec.update(index_name=dict(type="str", default="idx_ohlcv_ticker_region_date"))
+    argument_spec.update(index_name=dict(type="str", default=UNIQUE_INDEX))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     result = dict(changed=False, table_exists=False, had_key=False, duplicates_removed=0)
     conn = connect(module)
@@ -92,14 +92,13 @@ def main():
             if not cur.fetchone()[0]:
                 module.fail_json(msg="ohlcv_data has no unique (ticker, region, date) key and lacks the id and created_at "
                                      "columns the dedupe rule needs; dedupe it by hand first", **result)
-            index = sql.Identifier(module.params["index_name"])
-            statements = [sql.SQL("LOCK TABLE public.ohlcv_data IN SHARE ROW EXCLUSIVE MODE"),
-                          sql.SQL(dedupe_statement())]
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", ("public." + module.params["index_name"],))
+            index = module.params["index_name"]
+            statements = ["LOCK TABLE public.ohlcv_data IN SHARE ROW EXCLUSIVE MODE", dedupe_statement()]
+            cur.execute("SELECT to_regclass(format('public.%%I', %s::text)) IS NOT NULL", (index,))
             if cur.fetchone()[0]:
-                statements.append(sql.SQL("DROP INDEX public.{}").format(index))
-            statements.append(sql.SQL("CREATE UNIQUE INDEX {} ON public.ohlcv_data (ticker, region, date DESC)").format(index))
-            result["queries"] = [q.as_string(conn).strip() for q in statements]
+                statements.append(drop_index_ddl(index))
+            statements.append(unique_index_ddl(index))
+            result["queries"] = [statement_text(conn, q) for q in statements]
             if module.check_mode:
                 # Read-only: no lock, no delete, no index build; the same counts by a query.
                 cur.execute(COUNT_DUPLICATES)

@@ -31,7 +31,7 @@ options:
     description: Overrides of the tuning rules (ratios and caps), see C(DEFAULT_RULES).
     type: dict
     default: {}
-author: quantdb-ops
+author: quantdb-ops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -37,7 +37,7 @@ options:
     type: bool
     default: false
 extends_documentation_fragment: [quantdb_pg]
-author: quantdb-ops
+author: quantdb-ops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

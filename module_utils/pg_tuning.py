@@ -102,16 +102,23 @@ def _read(path):
         return None
 
 
-def meminfo_total_mb(path="/proc/meminfo"):
+# The memory probe: the one place that reads how much memory this host (or container) has.
+# Used by the pg_tuning_facts module and, copied next to it, by the benchmark client
+# (bench/queries.py), so both see the same figures.
+def meminfo_total_bytes(path="/proc/meminfo"):
+    """MemTotal of /proc/meminfo in bytes, or None. Inside a container this is still the host's."""
     text = _read(path) or ""
     for line in text.splitlines():
         if line.startswith("MemTotal:"):
-            return int(line.split()[1]) // 1024
+            fields = line.split()
+            if len(fields) >= 2 and fields[1].isdigit():
+                return int(fields[1]) * 1024
     return None
 
 
-def cgroup_memory_limit_mb(root="/sys/fs/cgroup"):
-    """cgroup v2 memory.max, else v1 memory.limit_in_bytes; None when unlimited."""
+def cgroup_memory_limit_bytes(root="/sys/fs/cgroup"):
+    """The cgroup memory limit in bytes: v2 memory.max, else v1 memory/memory.limit_in_bytes;
+    None when there is none ("max", or v1's huge page-aligned stand-in for unlimited)."""
     for rel in ("memory.max", "memory/memory.limit_in_bytes"):
         raw = _read(os.path.join(root, rel))
         if raw is None or raw == "max":
@@ -121,8 +128,19 @@ def cgroup_memory_limit_mb(root="/sys/fs/cgroup"):
         except ValueError:
             continue
         if 0 < value < _CGROUP_UNLIMITED:
-            return value // MB
+            return value
     return None
+
+
+def meminfo_total_mb(path="/proc/meminfo"):
+    total = meminfo_total_bytes(path)
+    return None if total is None else total // MB
+
+
+def cgroup_memory_limit_mb(root="/sys/fs/cgroup"):
+    """cgroup v2 memory.max, else v1 memory.limit_in_bytes, in MB; None when unlimited."""
+    limit = cgroup_memory_limit_bytes(root)
+    return None if limit is None else limit // MB
 
 
 def cpu_count():
@@ -136,7 +154,7 @@ def cgroup_cpu_limit(root="/sys/fs/cgroup"):
     """CPUs allowed by a CFS quota (v2 cpu.max, v1 cfs_quota_us/cfs_period_us), rounded up."""
     raw = _read(os.path.join(root, "cpu.max"))
     if raw:
-        quota, _, period = raw.partition(" ")
+        quota, _sep, period = raw.partition(" ")
         if quota != "max" and period:
             return max(1, -(-int(quota) // int(period)))
     quota = _read(os.path.join(root, "cpu", "cpu.cfs_quota_us")) or _read(os.path.join(root, "cpu,cpuacct", "cpu.cfs_quota_us"))

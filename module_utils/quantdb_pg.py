@@ -17,7 +17,8 @@ __metaclass__ = type
 
 try:
     import psycopg
-    from psycopg import sql  # noqa: F401  (re-exported for modules)
+    # sql is re-exported for the modules.
+    from psycopg import sql  # noqa: F401  pylint: disable=unused-import
     HAS_PSYCOPG = True
     PSYCOPG_IMPORT_ERROR = None
 except ImportError:  # pragma: no cover - reported through fail_json
@@ -70,22 +71,125 @@ def connect(module, autocommit=False):
         module.fail_json(msg="cannot connect to %s: %s" % (target, str(exc).strip()))
 
 
-@contextlib.contextmanager
-def transaction(module, conn, failure, result=None):
-    """The body's work as one transaction on conn: committed, or rolled back in check mode so
-    a module can do the real work and still report it truthfully. A database error rolls it
-    back and fails the module with `failure: <error>` (and `result`). Closes conn."""
+def connection_lost(conn, exc):
+    """Whether exc means the server connection is gone (so the transaction is gone with it)."""
+    return bool(conn.broken or conn.closed
+                or isinstance(exc, (psycopg.errors.AdminShutdown, psycopg.errors.CrashShutdown)))
+
+
+def quiet_rollback(conn):
+    """Roll back if the connection still can; a lost connection has rolled back already."""
     try:
-        yield
-        if module.check_mode:
+        if not conn.closed:
             conn.rollback()
-        else:
-            conn.commit()
-    except psycopg.Error as exc:
-        conn.rollback()
-        module.fail_json(msg="%s: %s" % (failure, str(exc).strip()), **(result or {}))
-    finally:
+    except psycopg.Error:
+        pass
+
+
+def quiet_close(conn):
+    try:
         conn.close()
+    except psycopg.Error:
+        pass
+
+
+def database_failure(prefix):
+    """The default failure message of transaction(): `<prefix>: <error>`."""
+    def message(exc, lost=False, committing=False):  # pylint: disable=unused-argument
+        return "%s: %s" % (prefix, str(exc).strip())
+    return message
+
+
+@contextlib.contextmanager
+def transaction(module, conn, failure, result=None, refusals=None, on_rollback=None, after_commit=None):
+    """The body's work as one transaction on conn: committed, or rolled back in check mode so
+    a module can do the real work and still report it truthfully. Closes conn.
+
+    A failure rolls everything back and fails the module with `result`, from outside any except
+    block (a refusal reads as a message, never as a traceback):
+      - a database error: `failure` is either a prefix (the message is `<failure>: <error>`)
+        or a function (exc, lost, committing) -> message, where lost says the connection is
+        gone and committing that it went during COMMIT (so the outcome is unknown);
+      - refusals: {exception class: function(exc) -> message} for the module's own errors
+        raised in the body, such as input that cannot be parsed;
+      - on_rollback(result), when given, runs first when nothing was committed (say, to zero the
+        counts of what was not written); not after a connection lost during COMMIT, whose
+        outcome is unknown.
+    after_commit(conn), when given, runs after a real commit (never in check mode) on the same
+    connection in autocommit mode, say for ANALYZE: the work is committed by then, so a database
+    error it does not handle itself becomes a warning, not a failure.
+    Anything else raised in the body (exit_json, fail_json, a bug) passes through; the
+    connection is closed, which rolls back what was not committed."""
+    refusals = refusals or {}
+    describe = failure if callable(failure) else database_failure(failure)
+    message = None
+    committing = unknown = False
+    try:
+        try:
+            yield
+            if module.check_mode:
+                conn.rollback()
+            else:
+                committing = True
+                conn.commit()
+                committing = False
+        except tuple(refusals) as exc:
+            message = [fmt(exc) for cls, fmt in refusals.items() if isinstance(exc, cls)][0]
+        except psycopg.Error as exc:
+            lost = connection_lost(conn, exc)
+            unknown = committing and lost
+            message = describe(exc, lost=lost, committing=committing)
+        if message is None and after_commit is not None and not module.check_mode:
+            try:
+                conn.autocommit = True
+                after_commit(conn)
+            except psycopg.Error as exc:
+                warning = "committed; then failed: %s" % str(exc).strip()
+            else:
+                warning = None
+            if warning:
+                module.warn(warning)
+        if message is not None:
+            quiet_rollback(conn)
+    finally:
+        quiet_close(conn)
+    if message is not None:
+        if on_rollback is not None and not unknown:
+            on_rollback(result)
+        module.fail_json(msg=message, **(result or {}))
+
+
+def statement_text(conn, query):
+    """A statement as it reads in `queries`: composed SQL rendered, each line stripped."""
+    if hasattr(query, "as_string"):
+        query = query.as_string(conn)
+    elif isinstance(query, bytes):
+        query = query.decode("utf-8", "replace")
+    return " ".join(line.strip() for line in query.strip().splitlines() if line.strip())
+
+
+def record_queries(conn, log=None):
+    """From now on, every statement a cursor of conn (or conn.execute) runs is appended to log
+    (a new list unless given) as statement_text(): the `queries` a module returns, as
+    community.postgresql modules do. Statements only, parameters are not shown."""
+    log = [] if log is None else log
+    base = conn.cursor_factory
+
+    class RecordingCursor(base):  # pylint: disable=too-few-public-methods
+        def execute(self, query, params=None, **kwargs):
+            log.append(statement_text(conn, query))
+            return super(RecordingCursor, self).execute(query, params, **kwargs)
+
+        def executemany(self, query, params_seq, **kwargs):
+            log.append(statement_text(conn, query))
+            return super(RecordingCursor, self).executemany(query, params_seq, **kwargs)
+
+        def copy(self, statement, params=None, **kwargs):
+            log.append(statement_text(conn, statement))
+            return super(RecordingCursor, self).copy(statement, params, **kwargs)
+
+    conn.cursor_factory = RecordingCursor
+    return log
 
 
 def sha256_text(text):
