@@ -228,19 +228,14 @@ def setup_facts(dsn):
 
 
 def host_facts():
-    """CPUs, RAM and the cgroup memory limit of the database host (v2, then v1)."""
-    facts = {"cpus": len(os.sched_getaffinity(0)), "mem_total_bytes": None, "cgroup_limit_bytes": None, "debian": None}
-    with open("/proc/meminfo") as handle:
-        facts["mem_total_bytes"] = int(handle.readline().split()[1]) * 1024
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            with open(path) as handle:
-                value = handle.read().strip()
-        except OSError:
-            continue
-        if value.isdigit() and int(value) < facts["mem_total_bytes"]:
-            facts["cgroup_limit_bytes"] = int(value)
-        break
+    """CPUs, RAM and the cgroup memory limit of the database host, read by the same probe as the
+    tuning (module_utils/pg_tuning.py, copied beside this file); the limit only when below RAM."""
+    import pg_tuning  # pylint: disable=import-outside-toplevel  (beside this file on the host)
+    facts = {"cpus": len(os.sched_getaffinity(0)), "mem_total_bytes": pg_tuning.meminfo_total_bytes(),
+             "cgroup_limit_bytes": None, "debian": None}
+    limit = pg_tuning.cgroup_memory_limit_bytes()
+    if limit and (facts["mem_total_bytes"] is None or limit < facts["mem_total_bytes"]):
+        facts["cgroup_limit_bytes"] = limit
     try:
         with open("/etc/debian_version") as handle:
             facts["debian"] = handle.read().strip()

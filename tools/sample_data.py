@@ -17,6 +17,7 @@ tails, so a correct audit finds nothing in clean data. KR prices are whole won, 
 import argparse
 import gzip
 import json
+import os
 import sys
 from datetime import date, timedelta
 
@@ -24,7 +25,11 @@ import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
-REGIONS = {"KR": ("XKRX", "KRW", 0), "US": ("XNYS", "USD", 2)}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
+from quantdb_ohlcv import REGION_EXCHANGES  # noqa: E402  (the project's one region -> exchange map)
+
+# Region: (exchange, currency, price decimals).
+REGIONS = {"KR": (REGION_EXCHANGES["KR"], "KRW", 0), "US": (REGION_EXCHANGES["US"], "USD", 2)}
 SECTORS = ["Technology", "Financials", "Healthcare", "Industrials", "Energy", "Consumer", "Materials", "Utilities"]
 DEFECTS = ["duplicates", "missing_sessions", "extra_sessions", "null_values", "ohlc_violations",
            "non_positive_prices", "negative_volume", "price_spike", "unadjusted_split",
