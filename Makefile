@@ -78,6 +78,14 @@ pytest: setup
 molecule: setup
 	molecule test --all
 
+# ansible-test sanity on the modules (a throwaway collection copy), and their ansible-doc pages.
+.PHONY: sanity module-docs
+sanity: setup
+	bash scripts/sanity.sh
+
+module-docs: setup
+	bash scripts/module-docs.sh
+
 test: setup
 	@bash scripts/test.sh
 

@@ -19,6 +19,7 @@ step() {
 step yamllint      yamllint -s .
 step ansible-lint  ansible-lint --profile production -q
 step pytest        bash scripts/run-pytest.sh -q tests
+step sanity        bash scripts/sanity.sh
 step molecule      molecule test --all
 
 echo "==> timings"

@@ -108,3 +108,19 @@ def test_database_modules_use_the_connection_fragment(name):
 @pytest.mark.parametrize("name", MODULES)
 def test_check_mode_is_supported(name):
     assert argument_spec(name).get("supports_check_mode") is True, name
+
+
+def test_committed_module_docs_are_up_to_date():
+    """docs/modules/<module>.md is what scripts/module-docs.sh writes from ansible-doc today."""
+    proc = subprocess.run(["bash", os.path.join(PROJECT, "scripts", "module-docs.sh"), "--check"],
+                          capture_output=True, text=True, cwd=PROJECT)
+    assert proc.returncode == 0, "docs/modules is out of date, run bash scripts/module-docs.sh:\n%s%s" % (
+        proc.stdout[-4000:], proc.stderr[-2000:])
+    assert sorted(p[:-3] for p in os.listdir(os.path.join(PROJECT, "docs", "modules")) if p.endswith(".md")) == MODULES
+
+
+def test_the_readme_links_every_module_page():
+    with open(os.path.join(PROJECT, "README.md")) as handle:
+        readme = handle.read()
+    missing = [name for name in MODULES if "docs/modules/%s.md" % name not in readme]
+    assert not missing, "README.md does not link docs/modules/ for %s" % missing
