@@ -109,7 +109,8 @@ def transaction(module, conn, failure, result=None, refusals=None, on_rollback=N
     block (a refusal reads as a message, never as a traceback):
       - a database error: `failure` is either a prefix (the message is `<failure>: <error>`)
         or a function (exc, lost, committing) -> message, where lost says the connection is
-        gone and committing that it went during COMMIT (so the outcome is unknown);
+        gone and committing that the error came from the COMMIT itself (with lost, whether
+        the work was committed is unknown);
       - refusals: {exception class: function(exc) -> message} for the module's own errors
         raised in the body, such as input that cannot be parsed;
       - on_rollback(result), when given, runs first when nothing was committed (say, to zero the
