@@ -31,6 +31,9 @@ GOALS = {
     "portfolio_cov_100_p95_ms": ("<=", 250.0), "single_ticker_250d_vs_naive": (">=", 8.0),
     "backtest_5y_50_vs_naive": (">=", 2.5), "ingest_rows_per_s": (">=", 100000.0),
     "audit_seconds": ("<=", 15.0), "scrape_ms": ("<=", 100.0), "noop_rerun_seconds": ("<=", 30.0),
+    # Backups and restores (issue 12): pgBackRest zstd full backup of the cluster, its stored size
+    # against the cluster's, a point-in-time restore from stop to writable.
+    "backup_full_seconds": ("<=", 20.0), "backup_stored_ratio": ("<=", 0.30), "pitr_rto_seconds": ("<=", 15.0),
 }
 START, END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
 
@@ -53,6 +56,7 @@ def build(raw, noop_seconds, noop_changed, scale):
                          "explain": q["explain"], "naive_explain": n["explain"] if n else None}
     loads = raw.get("loads", {})
     host = raw.get("host", {})
+    backups = raw.get("backups") or {}
     results = {
         "generated_at": raw["generated_at"],
         "scale": scale,
@@ -71,6 +75,11 @@ def build(raw, noop_seconds, noop_changed, scale):
         "scrape_ms": raw.get("scrape_ms"),
         "noop_rerun_seconds": noop_seconds,
         "noop_rerun_changed": noop_changed,
+        "backup_full_seconds": num(backups.get("full_seconds"), 1),
+        "backup_stored_ratio": ratio_of(backups.get("stored_bytes"), backups.get("database_bytes")),
+        "pitr_rto_seconds": num(backups.get("pitr_stop_to_writable_seconds"), 1),
+        "drill_rto_seconds": num(backups.get("drill_rto_seconds"), 1),
+        "backups": backups or None,
         "ohlcv_bytes": tuned["facts"]["ohlcv_bytes"],
         "naive_ohlcv_bytes": naive["facts"]["ohlcv_bytes"] if naive else None,
         "setups": {"tuned": tuned["facts"], "naive": naive["facts"] if naive else None},
@@ -83,6 +92,9 @@ def goals(results):
     values = {
         "ingest_rows_per_s": results["ingest_rows_per_s"], "audit_seconds": results["audit_seconds"],
         "scrape_ms": results["scrape_ms"], "noop_rerun_seconds": results["noop_rerun_seconds"],
+        "backup_full_seconds": results.get("backup_full_seconds"),
+        "backup_stored_ratio": results.get("backup_stored_ratio"),
+        "pitr_rto_seconds": results.get("pitr_rto_seconds"),
         "single_ticker_250d_vs_naive": results["queries"]["single_ticker_250d"]["ratio_p95"],
         "backtest_5y_50_vs_naive": results["queries"]["backtest_5y_50"]["ratio_p95"],
     }
@@ -94,6 +106,15 @@ def goals(results):
         met = None if value is None else (value <= target if op == "<=" else value >= target)
         out[key] = {"goal": "%s %s" % (op, target), "value": value, "met": met}
     return out
+
+
+def num(value, digits):
+    """A figure from the playbook (Ansible may hand it over as a string), rounded; None stays None."""
+    return None if value in (None, "") else round(float(value), digits)
+
+
+def ratio_of(part, whole):
+    return round(float(part) / float(whole), 3) if part not in (None, "") and whole not in (None, "", 0, "0") else None
 
 
 def podman_version():
@@ -135,10 +156,24 @@ def table(results):
                  b["versions"]["postgresql"], b["versions"]["timescaledb"], "{:,}".format(results["data"]["rows"]),
                  "{:,}".format(sum(results["data"]["tickers"].values())), results["data"]["iterations"],
                  results["data"]["warmup"], results["generated_at"], results["command"]),
+              "", backups_line(results),
               "", "Size on disk of ohlcv_data (table, indexes, all chunks): %s MB tuned, %s MB naive; the seed guide "
               "estimates ~1 GB for 1,000 tickers x 10 years (OHLCV alone ~200 MB + ~400 MB of all indexes)."
               % (fmt(results["ohlcv_bytes"] / 2 ** 20), fmt((results["naive_ohlcv_bytes"] or 0) / 2 ** 20))]
     return "\n".join(lines)
+
+
+def backups_line(results):
+    b = results.get("backups")
+    if not b:
+        return "Backups and restores: not measured (pgBackRest not configured on the benchmark host)."
+    return ("Backups and restores (pgBackRest, zstd, the whole cluster): full backup %s s of %s MB, %s MB stored (%s); "
+            "point-in-time restore %s s from stop to writable (timeline %s); restore drill RTO %s s "
+            "(restore %s s, key tables locked on the live cluster for %s s while counted)."
+            % (fmt(results["backup_full_seconds"]), fmt(float(b["database_bytes"]) / 2 ** 20), fmt(float(b["stored_bytes"]) / 2 ** 20),
+               pct(results["backup_stored_ratio"]), fmt(results["pitr_rto_seconds"]), b.get("pitr_timeline"),
+               fmt(results["drill_rto_seconds"]), fmt(num(b.get("drill_restore_seconds"), 1)),
+               fmt(num(b.get("drill_tables_locked_seconds"), 1))))
 
 
 def write_docs(path, results, chart_name):

@@ -4,6 +4,8 @@
 #   BENCH_SCALE=full  (default) 2,500 tickers x 10 years -> bench/results.json, docs/benchmarks.md
 #   BENCH_SCALE=small 20 tickers x 2 years, fewer runs   -> reports/bench-small.json (make test)
 #   BENCH_INVENTORY   inventory to run against (default inventory/lab; tests pass Molecule's)
+# At full scale it also times a full pgBackRest backup, a point-in-time restore of the lab's
+# cluster and a restore drill (when the backup role has configured pgBackRest there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,9 +13,9 @@ scale="${BENCH_SCALE:-full}"
 inventory="${BENCH_INVENTORY:-inventory/lab}"
 case "$scale" in
     full)  tickers=1250 years=10 iterations="${BENCH_ITERATIONS:-200}" warmup=20
-           src=data/bench.csv.gz db=bench out="${BENCH_OUT:-bench/results.json}" ;;
+           src=data/bench.csv.gz db=bench out="${BENCH_OUT:-bench/results.json}" backups=true ;;
     small) tickers=10 years=2 iterations="${BENCH_ITERATIONS:-30}" warmup=5
-           src=data/bench-small.csv.gz db=bench_small out="${BENCH_OUT:-reports/bench-small.json}" ;;
+           src=data/bench-small.csv.gz db=bench_small out="${BENCH_OUT:-reports/bench-small.json}" backups=false ;;
     *) echo "bench: BENCH_SCALE must be full or small (got '$scale')" >&2; exit 2 ;;
 esac
 manifest="${src%.csv.gz}.json"
@@ -46,6 +48,6 @@ fi
 
 ansible-playbook -i "$inventory" playbooks/bench.yml -e "bench_src=$src" -e "bench_rows=$rows" -e "bench_as_of=$as_of" \
     -e "bench_database=$db" -e "bench_naive_database=${db}_naive" \
-    -e "bench_iterations=$iterations" -e "bench_warmup=$warmup" -e "bench_result=$raw"
+    -e "bench_iterations=$iterations" -e "bench_warmup=$warmup" -e "bench_result=$raw" -e "bench_backup=${BENCH_BACKUP:-$backups}"
 python bench/report.py --raw "$raw" --out "$out" --scale "$scale" "${report_args[@]}"
 echo "bench: wrote $out"

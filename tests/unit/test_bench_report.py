@@ -46,3 +46,19 @@ def test_docs_block_is_replaced_between_the_markers_only(tmp_path):
     text = page.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
     assert "| Single ticker, 250 days | < 100 ms | 0.25 | 0.50 | 10.0 | 20.0x | 99.0% / 99.0% |" in text
+
+
+def test_backup_figures_are_judged_and_absent_ones_are_not_measured():
+    data = raw(0.5, 10.0)
+    data["backups"] = {"full_seconds": "12.34", "database_bytes": 1000, "stored_bytes": 250,
+                       "pitr_stop_to_writable_seconds": "16.0", "pitr_timeline": 2, "drill_rto_seconds": 30.2,
+                       "drill_restore_seconds": 9.5, "drill_tables_locked_seconds": 4.1, "label": "x"}
+    results = report.build(data, 40.0, 0, "full")
+    assert results["backup_full_seconds"] == 12.3 and results["backup_stored_ratio"] == 0.25
+    assert results["goals"]["backup_full_seconds"]["met"] is True            # 12.3 <= 20
+    assert results["goals"]["backup_stored_ratio"]["met"] is True            # 25% <= 30%
+    assert results["goals"]["pitr_rto_seconds"]["met"] is False              # 16 > 15
+    assert "restore drill RTO 30.2 s" in report.table(results)
+    results = report.build(raw(0.5, 10.0), 40.0, 0, "full")                  # no pgBackRest on the host
+    assert results["goals"]["pitr_rto_seconds"]["met"] is None
+    assert "Backups and restores: not measured" in report.table(results)
