@@ -18,6 +18,29 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# promtool and amtool for scripts/promtool-tests.sh (docs/monitoring.md#tests). Installing the
+# packages may start their daemons (systemd, or an init script where policy-rc.d allows it):
+# the control node only needs the tools, so what this step installed is stopped and disabled.
+MONITORING_PACKAGES=(prometheus prometheus-alertmanager)
+mon_missing=()
+for p in "${MONITORING_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || mon_missing+=("$p")
+done
+if [ "${#mon_missing[@]}" -gt 0 ]; then
+    echo "setup: apt-get install ${mon_missing[*]} (promtool, amtool; services left stopped)"
+    export DEBIAN_FRONTEND=noninteractive
+    [ "${#missing[@]}" -gt 0 ] || apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${mon_missing[@]}" >/dev/null
+    for svc in "${mon_missing[@]}"; do   # the service is named after its package
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now "$svc" >/dev/null 2>&1 || true
+        elif [ -x "/etc/init.d/$svc" ]; then
+            "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+            update-rc.d "$svc" disable >/dev/null 2>&1 || true
+        fi
+    done
+fi
+
 PY="${PYTHON:-python3}"
 stamp=.venv/.requirements.sha256
 want="$(cat requirements.txt requirements.yml | sha256sum | cut -d' ' -f1)"
