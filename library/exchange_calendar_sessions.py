@@ -29,9 +29,10 @@ options:
     description:
       - Exchange codes as exchange_calendars names them (MICs such as C(XKRX), C(XNYS), C(XTKS)).
       - Duplicates are ignored; the file and the result are sorted by code.
+      - The exchanges of O(region_exchanges) are always added.
     type: list
     elements: str
-    required: true
+    default: []
   start:
     description:
       - First date of the window, ISO C(YYYY-MM-DD).
@@ -47,6 +48,7 @@ options:
       - Path of the CSV to write. Its directory must exist.
     type: path
     required: true
+extends_documentation_fragment: [quantdb_ohlcv.region_exchanges]
 requirements:
   - exchange_calendars (4.x) on the host running the module
 author: quantdb-ops maintainers (!UNKNOWN)
@@ -138,6 +140,7 @@ import tempfile
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.quantdb_ohlcv import region_exchanges
 
 try:
     import exchange_calendars as xcals
@@ -245,7 +248,8 @@ def write_if_different(module, dest, content):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            exchanges=dict(type="list", elements="str", required=True),
+            exchanges=dict(type="list", elements="str", default=[]),
+            region_exchanges=dict(type="dict", default=region_exchanges()),
             start=dict(type="str", required=True),
             end=dict(type="str", required=True),
             dest=dict(type="path", required=True),
@@ -261,9 +265,12 @@ def main():
     end = parse_date(module, "end", p["end"])
     if start > end:
         module.fail_json(msg="start %s is later than end %s" % (p["start"], p["end"]))
-    codes = sorted(set(code.strip() for code in p["exchanges"]))
+    codes = sorted(set(str(code).strip() for code in list(p["exchanges"]) + list(p["region_exchanges"].values())))
     if "" in codes:
-        module.fail_json(msg="exchanges: an empty exchange code in %s" % p["exchanges"])
+        module.fail_json(msg="exchanges: an empty exchange code in %s or region_exchanges %s"
+                             % (p["exchanges"], p["region_exchanges"]))
+    if not codes:
+        module.fail_json(msg="no exchange to compute: exchanges and region_exchanges are both empty")
     known = set(xcals.get_calendar_names(include_aliases=True))
     unknown = [code for code in codes if code not in known]
     if unknown:
