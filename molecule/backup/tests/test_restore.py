@@ -32,11 +32,13 @@ def flat(proc):
 
 @pytest.fixture(scope="module")
 def live_state(psql, sh):
-    """What must not move when a restore is refused or dry-run: rows, postmaster, data directory."""
+    """What must not move when a restore is refused or dry-run: the rows, the postmaster (its start
+    time) and the data directory (its inode: the same directory, not a restored one; its mtime
+    moves whenever the server replaces a file at its top, e.g. autoprewarm.blocks)."""
     def state():
         return {"rows": psql("SELECT count(*) FROM ohlcv_data"),
                 "started": psql("SELECT pg_postmaster_start_time()"),
-                "data_dir": sh("stat -c '%%i %%Y' %s" % DATA).stdout.strip()}
+                "data_dir": sh("stat -c %%i %s" % DATA).stdout.strip()}
     return state
 
 
@@ -156,6 +158,28 @@ def test_restore_latest_brings_back_the_newest_state(run_playbook, psql, sh, tim
     assert psql("SELECT count(*) FROM restore_marker") == "3"
     assert psql("SELECT count(*) FROM ohlcv_data") == rows
     assert timeline() > tl and psql("SELECT pg_is_in_recovery()") == "f"
+
+
+def test_a_restore_that_fails_its_checks_puts_the_previous_cluster_back(run_playbook, psql, live_state, timeline):
+    # An empty table named as a key table: the restored cluster promotes, then fails the row check.
+    psql("CREATE TABLE IF NOT EXISTS restore_empty_check (x int)")
+    before, tl = live_state(), timeline()
+    proc = run_playbook("playbooks/restore.yml", "-e", '{"restore_verify_tables": ["ohlcv_data", "restore_empty_check"]}')
+    assert proc.returncode != 0
+    text = flat(proc)
+    assert "The restored cluster has empty tables: ohlcv_data=%s, restore_empty_check=0" % before["rows"] in text, text[-3000:]
+    assert "The previous data directory was put back at %s" % DATA in text and "The cluster is running again" in text
+    after = live_state()
+    assert after["rows"] == before["rows"]
+    assert after["data_dir"] == before["data_dir"]                           # the same directory (inode) is live again
+    assert timeline() == tl and psql("SELECT pg_is_in_recovery()") == "f"
+    # The failed attempt's timeline left the archive: the next restore follows this cluster's WAL.
+    assert "moved to /var/lib/quantdb-ops/restore/abandoned-timelines/" in text
+    psql("INSERT INTO restore_marker VALUES (5, 'written after the rollback')")
+    proc = run_playbook("playbooks/restore.yml", "-e", "restore_keep_previous=false")
+    assert proc.returncode == 0, flat(proc)[-3000:]
+    assert psql("SELECT note FROM restore_marker WHERE id = 5") == "written after the rollback"
+    psql("DROP TABLE restore_empty_check")
 
 
 @pytest.fixture(scope="module")
