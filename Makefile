@@ -10,7 +10,7 @@ LAB_DB    := qdb-lab-db1
 DB        := quant_platform
 export SQL
 
-.PHONY: help setup demo test bench lab-up lab-down site sample-data load-sample audit psql lint yamllint ansible-lint pytest molecule clean
+.PHONY: help setup demo test bench lab-up lab-down site sample-data load-sample audit backup psql lint yamllint ansible-lint pytest molecule clean
 
 # Demo data: 100 tickers per region (KR, US) x 3 years on the XKRX/XNYS calendars.
 DEMO_DATA := data/demo.csv.gz
@@ -53,7 +53,11 @@ audit: setup
 	ansible-playbook -i inventory/lab playbooks/quality_audit.yml -e quality_audit_report=$(CURDIR)/reports/quality.json \
 	  -e quality_audit_as_of=$(DEMO_AS_OF)
 
-demo: lab-up site load-sample audit
+# A full pgBackRest backup of the lab (docs/backup.md); BACKUP_TYPE=diff|incr|logical for the others.
+backup: setup
+	ansible-playbook -i inventory/lab playbooks/backup.yml -e backup_type=$(or $(BACKUP_TYPE),full)
+
+demo: lab-up site load-sample audit backup
 	@bash scripts/demo-summary.sh
 
 # Benchmark (docs/benchmarks.md): the lab, converged, then scripts/bench.sh.

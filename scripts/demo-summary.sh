@@ -24,6 +24,22 @@ q "SELECT region || ': ' || count(DISTINCT ticker) || ' tickers, ' || count(*) |
 q "SELECT 'audit run ' || run_id || ' as of ' || coalesce(min(scope->>'as_of'), 'today')
           || ' (the sample data ends on a fixed day): ' || string_agg(check_name || '=' || status, ', ' ORDER BY check_name)
    FROM quality_audit_results WHERE run_id = (SELECT max(run_id) FROM quality_audit_results) GROUP BY run_id"
+echo "-- backups (role backup; make demo took a full one; again: make backup [BACKUP_TYPE=diff]):"
+q "SELECT 'WAL archive: ' || archived_count || ' archived, ' || failed_count || ' failed, last ' || coalesce(last_archived_wal, 'none')
+   FROM pg_stat_archiver"
+podman exec qdb-lab-db1 runuser -u postgres -- pgbackrest --stanza=main info 2>/dev/null | grep -v '^ *$' | tail -n 6 | sed 's/^/   /' || true
+echo "-- exporters (inside the container: the project's on :8000, Debian's postgres_exporter on :9187):"
+podman exec qdb-lab-db1 python3 -c '
+import urllib.request
+for port in (8000, 9187):
+    try:
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+        families = sum(1 for line in text.splitlines() if line.startswith("# HELP "))
+        up = [l for l in text.splitlines() if l.startswith(("postgres_up ", "pg_up "))]
+        print("   :%d  %d metric families, %s" % (port, families, up[0] if up else "no up metric"))
+    except Exception as exc:
+        print("   :%d  not answering (%s)" % (port, exc))
+' || true
 echo "-- migrations applied:"
 q "SELECT version || ' ' || name FROM schema_migrations ORDER BY version"
 cat <<'EOF2'
