@@ -300,6 +300,10 @@ def table_decision(params, row, vacuum_max_age_s, vacuum_min_interval_s):
     age = row["vacuum_age_s"]
     recently = age is not None and vacuum_min_interval_s is not None and age < vacuum_min_interval_s
     reasons = []
+    if "vacuum" in allowed and recently and row["n_dead_tup"] >= params["vacuum_min_dead"] \
+            and dead_ratio >= params["vacuum_dead_ratio"]:
+        row["note"] = "dead tuples %s but vacuumed %.0f s ago (vacuum_min_interval %s): an old snapshot may hold them" % (
+            pct(dead_ratio), age, params["vacuum_min_interval"])
     if "vacuum" in allowed and not recently:
         if row["n_dead_tup"] >= params["vacuum_min_dead"] and dead_ratio >= params["vacuum_dead_ratio"]:
             reasons.append("dead tuples %s >= %s (%d >= %d)" % (pct(dead_ratio), pct(params["vacuum_dead_ratio"]),
@@ -415,6 +419,8 @@ def plan(module, conn, result):
     planned = []
     for relid, row in tables.items():
         action, reason = table_decision(params, row, vacuum_max_age_s, vacuum_min_interval_s)
+        if row.get("note"):
+            result["skipped"].append({"object": row["object"], "reason": row["note"]})
         if action:
             keys = ("n_live_tup", "n_dead_tup", "dead_ratio", "n_mod_since_analyze", "mod_ratio", "n_ins_since_vacuum",
                     "reltuples", "size_bytes", "last_vacuum", "last_autovacuum", "last_analyze", "last_autoanalyze")
