@@ -125,7 +125,7 @@ extends_documentation_fragment: [quantdb_pg]
 notes:
   - VACUUM and REINDEX CONCURRENTLY cannot run inside a transaction, so the module works in
     autocommit mode; each action commits on its own.
-  - Run it as the tables' owner or a superuser (the database host's C(postgres) by default):
+  - Run it as the tables' owner or a superuser (the database host's C(postgres) by default);
     PostgreSQL skips, with a warning, a VACUUM of a table the role does not own.
 author: quantdb-ops maintainers (!UNKNOWN)
 """
