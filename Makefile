@@ -10,7 +10,7 @@ LAB_DB    := qdb-lab-db1
 DB        := quant_platform
 export SQL
 
-.PHONY: help setup demo test bench lab-up lab-down site sample-data load-sample audit backup psql lint yamllint ansible-lint pytest molecule clean
+.PHONY: help setup demo dashboard test bench lab-up lab-down site sample-data load-sample audit backup psql lint yamllint ansible-lint pytest molecule clean
 
 # Demo data: 100 tickers per region (KR, US) x 3 years on the XKRX/XNYS calendars.
 DEMO_DATA := data/demo.csv.gz
@@ -19,6 +19,7 @@ help:
 	@echo "make demo      lab up + site.yml + summary (main job)"
 	@echo "make test      yamllint, ansible-lint, pytest, every Molecule scenario"
 	@echo "make bench     2,500 tickers x 10 years, tuned vs naive (BENCH_SCALE=small: a quick run)"
+	@echo "make dashboard every panel of the Grafana dashboard answered by the lab's Prometheus; docs/dashboard.png"
 	@echo "make lab-up | lab-down | site | psql SQL=\"...\""
 
 setup:
@@ -60,6 +61,12 @@ backup: setup
 demo: lab-up site load-sample audit backup
 	@bash scripts/demo-summary.sh
 
+# The Grafana dashboard without Grafana, on the lab's Prometheus (qdb-lab-mon1, 127.0.0.1:59090):
+# every panel's PromQL must return data; then the panels drawn to docs/dashboard.png.
+dashboard: setup
+	python tools/dashboard.py check --prometheus http://127.0.0.1:59090
+	python tools/dashboard.py png --prometheus http://127.0.0.1:59090 --out docs/dashboard.png --minutes $(or $(MINUTES),30) --rate-interval 10m
+
 # Benchmark (docs/benchmarks.md): the lab, converged, then scripts/bench.sh.
 bench: lab-up site
 	@bash scripts/bench.sh
@@ -80,7 +87,7 @@ pytest: setup
 	bash scripts/run-pytest.sh tests
 
 molecule: setup
-	molecule test --all
+	bash scripts/molecule-lanes.sh
 
 # ansible-test sanity on the modules (a throwaway collection copy), and their ansible-doc pages.
 .PHONY: sanity module-docs

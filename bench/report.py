@@ -72,7 +72,10 @@ def build(raw, noop_seconds, noop_changed, scale):
         "ingest_rows_per_s": loads.get("tuned", {}).get("rows_per_s"),
         "naive_copy_rows_per_s": loads.get("naive", {}).get("rows_per_s"),
         "audit_seconds": (raw.get("audit") or {}).get("seconds"),
-        "scrape_ms": raw.get("scrape_ms"),
+        # The project's exporter at port 8000 on the tuned database: p95 of the scrapes with the
+        # cache warm (bench/exporter.py); its load on the database in "exporter".
+        "scrape_ms": (raw.get("exporter") or {}).get("scrape_p95_ms"),
+        "exporter": raw.get("exporter"),
         "noop_rerun_seconds": noop_seconds,
         "noop_rerun_changed": noop_changed,
         "backup_full_seconds": num(backups.get("full_seconds"), 1),
@@ -157,6 +160,7 @@ def table(results):
                  "{:,}".format(sum(results["data"]["tickers"].values())), results["data"]["iterations"],
                  results["data"]["warmup"], results["generated_at"], results["command"]),
               "", backups_line(results),
+              "", exporter_line(results),
               "", "Size on disk of ohlcv_data (table, indexes, all chunks): %s MB tuned, %s MB naive; the seed guide "
               "estimates ~1 GB for 1,000 tickers x 10 years (OHLCV alone ~200 MB + ~400 MB of all indexes)."
               % (fmt(results["ohlcv_bytes"] / 2 ** 20), fmt((results["naive_ohlcv_bytes"] or 0) / 2 ** 20))]
@@ -174,6 +178,20 @@ def backups_line(results):
                pct(results["backup_stored_ratio"]), fmt(results["pitr_rto_seconds"]), b.get("pitr_timeline"),
                fmt(results["drill_rto_seconds"]), fmt(num(b.get("drill_restore_seconds"), 1)),
                fmt(num(b.get("drill_tables_locked_seconds"), 1))))
+
+
+def exporter_line(results):
+    e = results.get("exporter")
+    if not e:
+        return "Exporter: not measured (the project's exporter, role quant_exporter, is not on the benchmark host)."
+    top = "; ".join("%s ms in %s calls: `%s`" % (fmt(t["ms"]), t["calls"], t["query"].replace("|", "/"))
+                    for t in e.get("top_statements", [])[:2])
+    return ("Exporter (quantdb-exporter at port 8000, pointed at the tuned database): %s scrapes with the cache warm, "
+            "p50 %s ms, p95 %s ms, max %s ms, %s metric families; its own load over %s s: %s statements/min, "
+            "%s ms of execution per minute of wall time (%s%% of one core). Heaviest: %s."
+            % (e["scrapes"], fmt(e["scrape_p50_ms"]), fmt(e["scrape_p95_ms"]), fmt(e["scrape_max_ms"]), e["families"],
+               fmt(e["window_s"]), fmt(e["statements_per_min"]), fmt(e["exec_ms_per_min"]),
+               fmt(e["exec_ms_per_min"] / 600.0), top or "none"))
 
 
 def write_docs(path, results, chart_name):

@@ -40,6 +40,30 @@ for port in (8000, 9187):
     except Exception as exc:
         print("   :%d  not answering (%s)" % (port, exc))
 ' || true
+echo "-- monitoring host qdb-lab-mon1 (site.yml's second play): Prometheus and Alertmanager"
+python3 - <<'PY' || true
+import json, urllib.request
+def get(url):
+    return json.load(urllib.request.urlopen(url, timeout=5))
+prom, am = "http://127.0.0.1:59090", "http://127.0.0.1:59093"
+try:
+    targets = get(prom + "/api/v1/targets")["data"]["activeTargets"]
+    rules = get(prom + "/api/v1/rules")["data"]["groups"]
+    alerts = get(prom + "/api/v1/alerts")["data"]["alerts"]
+    print("   Prometheus   %s   (%d alerting, %d recording rules)" % (
+        prom, sum(r["type"] == "alerting" for g in rules for r in g["rules"]),
+        sum(r["type"] == "recording" for g in rules for r in g["rules"])))
+    for t in sorted(targets, key=lambda t: (t["labels"]["job"], t["scrapeUrl"])):
+        print("     target %-12s %-36s %s" % (t["labels"]["job"], t["scrapeUrl"], t["health"]))
+    print("   Alertmanager %s   (%d alerts received)" % (am, len(get(am + "/api/v2/alerts"))))
+    if not alerts:
+        print("   alerts: none pending or firing")
+    for a in sorted(alerts, key=lambda a: (a["state"], a["labels"]["alertname"])):
+        print("   alert %-8s %-28s %-8s %s" % (a["state"], a["labels"]["alertname"], a["labels"].get("severity", ""),
+                                             a["annotations"].get("summary", "")[:90]))
+except Exception as exc:
+    print("   not answering (%s); make site converges it" % exc)
+PY
 echo "-- migrations applied:"
 q "SELECT version || ' ' || name FROM schema_migrations ORDER BY version"
 cat <<'EOF2'

@@ -32,13 +32,13 @@ promtool check rules "$rules"
 echo "==> promtool test rules"
 promtool test rules tests/promtool/*.test.yml
 
-am=monitoring/alertmanager
+am=roles/alertmanager
 for variant in defaults example; do
     out="$tmp/alertmanager-$variant.yml"
-    vars=(--vars "$am/defaults.yml")
-    [ "$variant" = example ] && vars+=(--vars "$am/example_vars.yml")
+    vars=(--vars "$am/defaults/main.yml")
+    [ "$variant" = example ] && vars+=(--vars monitoring/alertmanager/example_vars.yml)
     echo "==> amtool check-config (alertmanager.yml.j2 with $variant receivers)"
-    "$PY" tools/render_rules.py --template "$am/alertmanager.yml.j2" "${vars[@]}" --out "$out" >/dev/null
+    "$PY" tools/render_rules.py --template "$am/templates/alertmanager.yml.j2" "${vars[@]}" --out "$out" >/dev/null
     amtool check-config "$out"
 done
 

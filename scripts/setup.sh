@@ -5,7 +5,9 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
 
-APT_PACKAGES=(podman runc debootstrap uidmap slirp4netns netavark containernetworking-plugins
+# aardvark-dns: containers on one podman network find each other by name (the lab's
+# Prometheus scrapes qdb-lab-db1); podman only recommends it.
+APT_PACKAGES=(podman runc debootstrap uidmap slirp4netns netavark aardvark-dns containernetworking-plugins
               postgresql-client python3-venv make git)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

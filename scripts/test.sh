@@ -20,7 +20,7 @@ step yamllint      yamllint -s .
 step ansible-lint  ansible-lint --profile production -q
 step pytest        bash scripts/run-pytest.sh -q tests
 step sanity        bash scripts/sanity.sh
-step molecule      molecule test --all
+step molecule      bash scripts/molecule-lanes.sh
 
 echo "==> timings"
 printf '  %s\n' "${timings[@]}"

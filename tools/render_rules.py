@@ -4,10 +4,15 @@
     python tools/render_rules.py                 # write monitoring/prometheus/rules/quantdb.rules.yml
     python tools/render_rules.py --check         # exit 1 when the committed file is out of date
     python tools/render_rules.py -e prometheus_alert_database_down_for=10s --out /tmp/r.yml
-    python tools/render_rules.py --template monitoring/alertmanager/alertmanager.yml.j2 \
-        --vars monitoring/alertmanager/example_vars.yml --out /tmp/alertmanager.yml
+    python tools/render_rules.py --template roles/alertmanager/templates/alertmanager.yml.j2 \
+        --vars roles/alertmanager/defaults/main.yml --vars monitoring/alertmanager/example_vars.yml \
+        --out /tmp/alertmanager.yml
 
-Variables: monitoring/alert_thresholds.yml, then each --vars file, then each -e key=value
+The rules template and its thresholds are the prometheus role's (roles/prometheus/templates/,
+roles/prometheus/defaults/main/alert_thresholds.yml); the rendered copy in monitoring/ is for
+promtool's unit tests and for Prometheus servers this project does not manage.
+
+Variables: the prometheus role's alert_thresholds.yml, then each --vars file, then each -e key=value
 (a value is read as YAML, as Ansible reads -e). Like Ansible: trim_blocks, undefined variables
 are errors, a `#jinja2:` first line sets the Jinja options (the rules template uses it to write
 its variables [[ like_this ]], leaving {{ }} to Prometheus), and `to_json`/`to_yaml` filters.
@@ -23,8 +28,9 @@ import jinja2
 import yaml
 
 PROJECT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-DEFAULTS = os.path.join(PROJECT, "monitoring", "alert_thresholds.yml")
-RULES_TEMPLATE = os.path.join(PROJECT, "monitoring", "prometheus", "rules", "quantdb.rules.yml.j2")
+DEFAULTS = os.path.join(PROJECT, "roles", "prometheus", "defaults", "main", "alert_thresholds.yml")
+RULES_TEMPLATE = os.path.join(PROJECT, "roles", "prometheus", "templates", "quantdb.rules.yml.j2")
+RULES_OUT = os.path.join(PROJECT, "monitoring", "prometheus", "rules", "quantdb.rules.yml")
 
 
 def load_vars(files, extra):
@@ -69,12 +75,17 @@ def main(argv=None):
     parser.add_argument("--template", default=RULES_TEMPLATE)
     parser.add_argument("--vars", action="append", default=[], help="YAML file of variables (after the defaults)")
     parser.add_argument("-e", dest="extra", action="append", default=[], help="key=value override")
-    parser.add_argument("--out", help="output file (default: the template's path without .j2)")
+    parser.add_argument("--out", help="output file (default: monitoring/prometheus/rules/quantdb.rules.yml for the rules)")
     parser.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
     args = parser.parse_args(argv)
 
     template = os.path.abspath(args.template)
-    out = args.out or (template[:-3] if template.endswith(".j2") else template + ".out")
+    if args.out:
+        out = args.out
+    elif template == RULES_TEMPLATE:
+        out = RULES_OUT
+    else:
+        out = template[:-3] if template.endswith(".j2") else template + ".out"
     text = render(template, load_vars([DEFAULTS] + args.vars, args.extra))
     if args.check:
         try:

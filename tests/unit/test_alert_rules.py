@@ -21,11 +21,13 @@ import yaml
 
 PROJECT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RULES = os.path.join(PROJECT, "monitoring", "prometheus", "rules", "quantdb.rules.yml")
-TEMPLATE = RULES + ".j2"
-THRESHOLDS = os.path.join(PROJECT, "monitoring", "alert_thresholds.yml")
+TEMPLATE = os.path.join(PROJECT, "roles", "prometheus", "templates", "quantdb.rules.yml.j2")
+THRESHOLDS = os.path.join(PROJECT, "roles", "prometheus", "defaults", "main", "alert_thresholds.yml")
 DOCS = os.path.join(PROJECT, "docs", "monitoring.md")
 TESTS = sorted(glob.glob(os.path.join(PROJECT, "tests", "promtool", "*.test.yml")))
-AM = os.path.join(PROJECT, "monitoring", "alertmanager")
+AM_TEMPLATE = os.path.join(PROJECT, "roles", "alertmanager", "templates", "alertmanager.yml.j2")
+AM_DEFAULTS = os.path.join(PROJECT, "roles", "alertmanager", "defaults", "main.yml")
+AM_EXAMPLE = os.path.join(PROJECT, "monitoring", "alertmanager", "example_vars.yml")
 SEVERITIES = {"critical", "warning", "info"}
 # The operations guide's alerts and the ones issue 13 adds: all must exist.
 REQUIRED = {"DatabaseDown", "DatabaseSizeCritical", "DuplicateRecordsDetected", "QueryErrorRateHigh", "DataStale",
@@ -147,10 +149,10 @@ def test_a_short_for_in_tests_is_one_override_away():
 
 @pytest.mark.parametrize("template, var_files", [
     (TEMPLATE, [THRESHOLDS]),
-    (os.path.join(AM, "alertmanager.yml.j2"), [os.path.join(AM, "defaults.yml"), os.path.join(AM, "example_vars.yml")]),
+    (AM_TEMPLATE, [AM_DEFAULTS, AM_EXAMPLE]),
 ])
 def test_ansible_template_module_renders_the_same(tmp_path, template, var_files):
-    """A future role's `ansible.builtin.template` gives the text tools/render_rules.py gives."""
+    """The roles' `ansible.builtin.template` gives the text tools/render_rules.py gives."""
     dest = tmp_path / "out.yml"
     extra = [a for f in var_files for a in ("-e", "@" + f)]
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"))
@@ -165,8 +167,8 @@ def test_ansible_template_module_renders_the_same(tmp_path, template, var_files)
 
 
 def test_alertmanager_routes_and_inhibits():
-    values = render_rules.load_vars([os.path.join(AM, "defaults.yml"), os.path.join(AM, "example_vars.yml")], [])
-    conf = yaml.safe_load(render_rules.render(os.path.join(AM, "alertmanager.yml.j2"), values))
+    values = render_rules.load_vars([AM_DEFAULTS, AM_EXAMPLE], [])
+    conf = yaml.safe_load(render_rules.render(AM_TEMPLATE, values))
     assert {r["matchers"][0] for r in conf["route"]["routes"]} == {'severity="%s"' % s for s in SEVERITIES}
     inhibit = conf["inhibit_rules"][0]
     assert inhibit["source_matchers"] == ['severity="critical"'] and inhibit["target_matchers"] == ['severity="warning"']

@@ -1,4 +1,4 @@
-"""The Grafana dashboard monitoring/grafana/dashboards/quantdb.json, without Grafana.
+"""The Grafana dashboard roles/grafana/files/quantdb.json and its provisioning, without Grafana.
 
 Valid JSON; >= 15 panels under the guide's five collapsible rows; unique panel ids; gridPos
 inside the 24-column grid without overlaps; every panel and query on the provisioned
@@ -6,6 +6,7 @@ datasource uid; every PromQL expression parses (promtool check rules on a throwa
 when promtool is installed) and every metric it reads is defined by the rules file or listed in
 docs/monitoring.md.
 """
+import importlib.util
 import json
 import os
 import re
@@ -16,10 +17,11 @@ import pytest
 import yaml
 
 PROJECT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-GRAFANA = os.path.join(PROJECT, "monitoring", "grafana")
-DASHBOARD = os.path.join(GRAFANA, "dashboards", "quantdb.json")
-DATASOURCES = os.path.join(GRAFANA, "provisioning", "datasources", "quantdb.yml")
-PROVIDERS = os.path.join(GRAFANA, "provisioning", "dashboards", "quantdb.yml")
+GRAFANA = os.path.join(PROJECT, "roles", "grafana")
+DASHBOARD = os.path.join(GRAFANA, "files", "quantdb.json")
+DATASOURCES = os.path.join(GRAFANA, "templates", "datasource.yml.j2")
+PROVIDERS = os.path.join(GRAFANA, "templates", "dashboard-provider.yml.j2")
+GRAFANA_DEFAULTS = os.path.join(GRAFANA, "defaults", "main.yml")
 RULES = os.path.join(PROJECT, "monitoring", "prometheus", "rules", "quantdb.rules.yml")
 DOCS = os.path.join(PROJECT, "docs", "monitoring.md")
 ROWS = ["Overview", "Query performance", "Data quality", "Storage & TimescaleDB", "Connections & resources"]
@@ -119,17 +121,23 @@ def test_grid_positions_fit_and_do_not_overlap(dashboard):
                 cells[(x, y)] = p["title"]
 
 
+def rendered(template):
+    """A grafana role template rendered with the role's defaults (as Ansible would)."""
+    spec = importlib.util.spec_from_file_location("render_rules", os.path.join(PROJECT, "tools", "render_rules.py"))
+    render_rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_rules)
+    return yaml.safe_load(render_rules.render(template, render_rules.load_vars([GRAFANA_DEFAULTS], [])))
+
+
 def test_datasource_is_the_provisioned_uid(dashboard):
-    with open(DATASOURCES, encoding="utf-8") as handle:
-        uids = {d["uid"] for d in yaml.safe_load(handle)["datasources"]}
+    uids = {d["uid"] for d in rendered(DATASOURCES)["datasources"]}
     assert uids == {"quantdb-prometheus"}
     for p in all_panels(dashboard):
         if p["type"] != "row":
             assert p["datasource"]["uid"] in uids, p["title"]
     for title, q in queries(dashboard):
         assert q["datasource"]["uid"] in uids, title
-    with open(PROVIDERS, encoding="utf-8") as handle:
-        providers = yaml.safe_load(handle)["providers"]
+    providers = rendered(PROVIDERS)["providers"]
     assert providers and all(pr["type"] == "file" and pr["options"]["path"] for pr in providers)
 
 

@@ -482,16 +482,25 @@ class Collectors:
                           ["job_id", "proc_name", "hypertable"])
         last_run = Family("postgres_timescaledb_job_last_run_timestamp_seconds", "gauge", "Start of the job's last run",
                           ["job_id", "proc_name", "hypertable"])
-        for job_id, proc, hyper, status, total_failures, started in db.rows("""
+        # On the Apache edition TimescaleDB's own TSL jobs (e.g. policy_job_stat_history_retention)
+        # fail on every run by design: they are reported as unsupported, not as failing jobs.
+        unsupported = Family("postgres_timescaledb_job_unsupported", "gauge",
+                             "1 for a job whose last run failed because this TimescaleDB license lacks its function",
+                             ["job_id", "proc_name", "hypertable"])
+        for job_id, proc, hyper, status, total_failures, started, error in db.rows("""
                 SELECT j.job_id, j.proc_name, coalesce(j.hypertable_name, ''), s.last_run_status, s.total_failures,
-                       extract(epoch FROM s.last_run_started_at)
+                       extract(epoch FROM s.last_run_started_at),
+                       (SELECT e.err_message FROM timescaledb_information.job_errors e
+                        WHERE e.job_id = j.job_id ORDER BY e.finish_time DESC LIMIT 1)
                 FROM timescaledb_information.jobs j
                 JOIN timescaledb_information.job_stats s USING (job_id)"""):
-            if status in ("Success", "Failed"):
+            if status == "Failed" and error and "not supported under the current" in error and "license" in error:
+                unsupported.add(1, job_id, proc, hyper)
+            elif status in ("Success", "Failed"):
                 jobs.add(status == "Success", job_id, proc, hyper)
             failures.add(total_failures or 0, job_id, proc, hyper)
             last_run.add(started, job_id, proc, hyper)
-        fams.extend([jobs, failures, last_run])
+        fams.extend([jobs, failures, last_run, unsupported])
 
     def sizes(self, db, fams):
         tsdb = db.value("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
