@@ -163,10 +163,10 @@ from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argum
 HEADER = ["ticker", "region", "date", "open", "high", "low", "close", "volume"]
 MAX_ERROR_SAMPLES = 10
 
-LINE_SQL = sql.SQL("""concat_ws('|', date::text,
+LINE_TEXT = """concat_ws('|', date::text,
     coalesce(encode(float8send(open), 'hex'), ''), coalesce(encode(float8send(high), 'hex'), ''),
     coalesce(encode(float8send(low), 'hex'), ''), coalesce(encode(float8send(close), 'hex'), ''),
-    coalesce(volume::text, '')) COLLATE "C" """)
+    coalesce(volume::text, '')) COLLATE "C" """
 
 
 class BadValue(ValueError):
@@ -323,14 +323,14 @@ def database_summary(cur, params):
     cur.execute(sql.SQL("""SELECT ticker, region, count(*), min(date)::text, max(date)::text,
                                   md5(string_agg({line}, E'\\n' ORDER BY {line}))
                            FROM public.ohlcv_data WHERE {where} GROUP BY ticker, region""").format(
-        line=LINE_SQL, where=where), args)
+        line=sql.SQL(LINE_TEXT), where=where), args)
     return dict(((t, r), dict(rows=n, first=f, last=la, md5=h)) for t, r, n, f, la, h in cur.fetchall())
 
 
 def database_lines(cur, params, ticker, region):
     where, args = scope_sql(params)
     cur.execute(sql.SQL("SELECT {line} FROM public.ohlcv_data WHERE {where} AND ticker = %s AND region = %s").format(
-        line=LINE_SQL, where=where), args + [ticker, region])
+        line=sql.SQL(LINE_TEXT), where=where), args + [ticker, region])
     return [row[0] for row in cur.fetchall()]
 
 

@@ -341,7 +341,7 @@ def main():
                 result["reindexed"].append(entry)
                 if module.check_mode:
                     continue
-                schema, _, name = index.partition(".")
+                schema, name = index.split(".", 1)
                 start = time.monotonic()
                 with conn.cursor() as cur:
                     cur.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(params["lock_timeout"])))

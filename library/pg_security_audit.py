@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: pg_security_audit
 short_description: Audit a PostgreSQL cluster's roles, pg_hba rules, privileges, SSL and extensions
 description:
-  - Reads the catalogs and returns findings, each with a stable O(id) (C(<check>:<subject>), for
+  - Reads the catalogs and returns findings, each with a stable C(id) (C(<check>:<subject>), for
     example C(superuser:alice) or C(hba_trust:host/all/all/0.0.0.0/0)), a severity (C(critical),
     C(warning) or C(info)) and a message. Changes nothing, so it always reports C(changed=false)
     and runs in check mode too.
@@ -31,7 +31,7 @@ options:
     type: list
     elements: str
     default: [postgres]
-  password_expiry_exempt:
+  expiry_exempt:
     description:
       - Login roles not required to have a password expiry (for example C(postgres), which logs
         in over the local socket by peer authentication).
@@ -198,8 +198,8 @@ def rls_targets(names):
     """(schema, table) pairs of rls_required_tables entries."""
     out = []
     for name in names:
-        schema, _, table = name.rpartition(".")
-        out.append((schema or "public", table))
+        parts = name.rsplit(".", 1)
+        out.append((parts[0], parts[1]) if len(parts) == 2 else ("public", name))
     return out
 
 
@@ -214,7 +214,7 @@ def audit(cur, params):
                           coalesce(rolpassword LIKE 'md5%%', false)
                    FROM pg_authid WHERE rolcanlogin ORDER BY 1""")
     for role, no_expiry, md5 in cur.fetchall():
-        if no_expiry and role not in params["password_expiry_exempt"]:
+        if no_expiry and role not in params["expiry_exempt"]:
             findings.append(("password_no_expiry", role, "warning",
                              "login role %s has no password expiry (VALID UNTIL)" % role))
         if md5:
@@ -281,7 +281,7 @@ def main():
     argument_spec = connection_argument_spec()
     argument_spec.update(
         allowed_superusers=dict(type="list", elements="str", default=["postgres"]),
-        password_expiry_exempt=dict(type="list", elements="str", default=["postgres"]),
+        expiry_exempt=dict(type="list", elements="str", default=["postgres"]),
         min_prefix_ipv4=dict(type="int", default=16),
         min_prefix_ipv6=dict(type="int", default=48),
         rls_required_tables=dict(type="list", elements="str", default=[]),
