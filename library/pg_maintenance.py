@@ -199,8 +199,8 @@ import math
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.quantdb_pg import (Stopwatch, connect, connection_argument_spec, psycopg,
-                                             record_queries, sql)
+from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, psycopg
+from ansible.module_utils.quantdb_pg import record_queries, sql
 
 INTERNAL_SCHEMA = re.compile(r"^_timescaledb_")
 LEFTOVER = re.compile(r"_cc(new|old)[0-9]*$")
@@ -306,8 +306,8 @@ def table_decision(params, row, vacuum_max_age_s, vacuum_min_interval_s):
             pct(dead_ratio), age, params["vacuum_min_interval"])
     if "vacuum" in allowed and not recently:
         if row["n_dead_tup"] >= params["vacuum_min_dead"] and dead_ratio >= params["vacuum_dead_ratio"]:
-            reasons.append("dead tuples %s >= %s (%d >= %d)" % (pct(dead_ratio), pct(params["vacuum_dead_ratio"]),
-                                                                 row["n_dead_tup"], params["vacuum_min_dead"]))
+            reasons.append("dead tuples %s >= %s (%d >= %d)" % (
+                pct(dead_ratio), pct(params["vacuum_dead_ratio"]), row["n_dead_tup"], params["vacuum_min_dead"]))
         elif (vacuum_max_age_s is not None and (age is None or age >= vacuum_max_age_s)
               and row["n_dead_tup"] + row["n_ins_since_vacuum"] >= params["vacuum_min_dead"]):
             reasons.append("last vacuum %s (older than %s) with %d dead and %d inserted tuples" % (
@@ -343,7 +343,7 @@ def estimated_bloat(row, block_size):
 def pgstattuple_bloat(conn, row):
     leaf_density = conn.execute("SELECT avg_leaf_density FROM pgstatindex(%s::regclass)",
                                 (row["indexrelid"],)).fetchone()[0]
-    if leaf_density is None or leaf_density != leaf_density:   # NaN for an empty index
+    if leaf_density is None or math.isnan(leaf_density):   # NaN for an empty index
         return 0.0, 0
     ratio = max(0.0, 1.0 - leaf_density / float(row["fillfactor"]))
     return round(ratio, 4), int(row["size_bytes"] * ratio)
