@@ -56,6 +56,8 @@ try:
     for t in sorted(targets, key=lambda t: (t["labels"]["job"], t["scrapeUrl"])):
         print("     target %-12s %-36s %s" % (t["labels"]["job"], t["scrapeUrl"], t["health"]))
     print("   Alertmanager %s   (%d alerts received)" % (am, len(get(am + "/api/v2/alerts"))))
+    print("   (quantdb-exporter refreshes backup and audit metrics every 2 min: a backup or audit just"
+          " taken clears BackupMissing / QualityAuditMissing within that)")
     if not alerts:
         print("   alerts: none pending or firing")
     for a in sorted(alerts, key=lambda a: (a["state"], a["labels"]["alertname"])):

@@ -35,6 +35,7 @@ CONTRACT = {
     "postgres_quality_audit_last_run_timestamp_seconds": set(), "postgres_quarantine_rows": {"reason"},
     "postgres_backup_last_success_timestamp_seconds": {"type"},
     "postgres_backup_last_failure_timestamp_seconds": {"type"},
+    "postgres_checksum_failures_total": {"datname"},
 }
 # Documented as absent here: compression ratio on the Apache edition; job success until a job ran.
 ABSENT_OK = {"postgres_compression_ratio"}

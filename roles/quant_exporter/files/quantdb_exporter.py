@@ -350,6 +350,19 @@ class Collectors:
         fams.append(Family("postgres_xid_age", "gauge", "age(datfrozenxid) of this database: wraparound at about 2.1e9").add(xid_age))
         fams.append(Family("postgres_multixact_age", "gauge", "mxid_age(datminmxid) of this database").add(mxid_age))
         fams.append(Family("postgres_oldest_table_xid_age", "gauge", "The largest age(relfrozenxid) of a table of this database").add(table_xid_age))
+        # Every database, and the shared catalogs (datname NULL): corruption anywhere is news.
+        # Debian's postgres_exporter 0.17 does not export these; integrity_check.yml reads them too.
+        failures = Family("postgres_checksum_failures", "counter",
+                          "Data page checksum failures detected (pg_stat_database.checksum_failures)", ["datname"])
+        last = Family("postgres_checksum_last_failure_timestamp_seconds", "gauge",
+                      "When the last checksum failure was detected; absent when there was none", ["datname"])
+        for datname, count, at in db.rows("""SELECT coalesce(datname, '(shared)'), coalesce(checksum_failures, 0),
+                                                    extract(epoch FROM checksum_last_failure)
+                                             FROM pg_stat_database"""):
+            failures.add(count, datname)
+            if at is not None:
+                last.add(at, datname)
+        fams.extend([failures, last])
 
     def table_stats(self, db, fams):
         """pg_statio/pg_stat_user_tables, chunks summed into their hypertable."""
