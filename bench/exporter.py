@@ -9,7 +9,7 @@ waits until the exporter has refreshed its slow cache against the database (post
 postgres_table_rows of ohlcv_data present), then takes pg_stat_statements' totals of the
 exporter's login for `--window` seconds (its refreshes and SLO probes run meanwhile, at the
 service's own intervals) and scrapes `--scrapes` times. Prints one JSON object:
-scrape_p50_ms, scrape_p95_ms, scrape_max_ms, families, window_s, statements_per_min,
+scrape_p50_ms, scrape_p95_ms, scrape_max_ms, window_s, statements_per_min,
 exec_ms_per_min (execution time of the exporter's statements per minute of wall time) and
 top_statements (the three with most total time in the window).
 """
@@ -74,17 +74,17 @@ def main():
         # Scrapes spread over the window, as Prometheus would make them.
         pause = args.window / max(args.scrapes, 1)
         for _ in range(args.scrapes):
-            ms, text = scrape(args.url)
+            ms, _ = scrape(args.url)
             durations.append(ms)
             time.sleep(max(0.0, pause - ms / 1000.0))
         time.sleep(max(0.0, args.window - (time.time() - t0)))
         after, window = totals(conn, args.user), time.time() - t0
 
     deltas = []
-    for queryid, (text, calls, total) in after.items():
+    for queryid, (query, calls, total) in after.items():
         calls0, total0 = before.get(queryid, (None, 0, 0.0))[1:]
         if calls - calls0 > 0:
-            deltas.append((total - total0, calls - calls0, text))
+            deltas.append((total - total0, calls - calls0, query))
     deltas.sort(reverse=True)
     minutes = window / 60.0
     result = {
@@ -92,7 +92,6 @@ def main():
         "scrape_p95_ms": round(percentile(durations, 0.95), 2),
         "scrape_max_ms": round(max(durations), 2),
         "scrapes": len(durations),
-        "families": len(re.findall(r"^# HELP ", text, re.M)),
         "window_s": round(window, 1),
         "statements_per_min": round(sum(d[1] for d in deltas) / minutes, 1),
         "exec_ms_per_min": round(sum(d[0] for d in deltas) / minutes, 1),

@@ -187,9 +187,9 @@ def exporter_line(results):
     top = "; ".join("%s ms in %s calls: `%s`" % (fmt(t["ms"]), t["calls"], t["query"].replace("|", "/"))
                     for t in e.get("top_statements", [])[:2])
     return ("Exporter (quantdb-exporter at port 8000, pointed at the tuned database): %s scrapes with the cache warm, "
-            "p50 %s ms, p95 %s ms, max %s ms, %s metric families; its own load over %s s: %s statements/min, "
+            "p50 %s ms, p95 %s ms, max %s ms; its own load over %s s: %s statements/min, "
             "%s ms of execution per minute of wall time (%s%% of one core). Heaviest: %s."
-            % (e["scrapes"], fmt(e["scrape_p50_ms"]), fmt(e["scrape_p95_ms"]), fmt(e["scrape_max_ms"]), e["families"],
+            % (e["scrapes"], fmt(e["scrape_p50_ms"]), fmt(e["scrape_p95_ms"]), fmt(e["scrape_max_ms"]),
                fmt(e["window_s"]), fmt(e["statements_per_min"]), fmt(e["exec_ms_per_min"]),
                fmt(e["exec_ms_per_min"] / 600.0), top or "none"))
 
