@@ -4,16 +4,16 @@
 # the other, as `molecule test --all`). A scenario's containers, ports and ephemeral directory
 # are its own, so scenarios can run side by side; each lane gets its own copy of the apt cache
 # (two containers running apt on one cache directory collide on its lock).
-# Lanes are filled longest first from the durations last measured (seconds, below; a new
-# scenario counts as 300 until listed). Each scenario's output goes to reports/molecule/<name>.log;
-# a failure prints the tail of its log. Exit status: non-zero when any scenario failed.
+# Lanes are filled longest first from the durations last measured (seconds, below: two lanes
+# on the 2-CPU build host; a new scenario counts as 300 until listed). Each scenario's output
+# goes to reports/molecule/<name>.log; a failure prints the tail of its log. Exit status: non-zero when any scenario failed.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
 
 lanes="${QDB_MOLECULE_LANES:-2}"
 [[ $lanes =~ ^[1-9]$ ]] || { echo "molecule-lanes: QDB_MOLECULE_LANES must be 1-9 (got '$lanes')" >&2; exit 2; }
-declare -A seconds=([default]=1100 [backup]=850 [monitoring]=500 [maintenance]=360 [roles_alone]=280 [fresh_check]=200)
+declare -A seconds=([default]=1450 [backup]=960 [maintenance]=340 [monitoring]=340 [fresh_check]=170 [roles_alone]=150)
 
 scenarios=()
 for f in molecule/*/molecule.yml; do scenarios+=("$(basename "$(dirname "$f")")"); done
