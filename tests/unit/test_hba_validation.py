@@ -1,0 +1,102 @@
+"""The postgresql role refuses pg_hba entries before anything changes (issue 15): every field
+against a strict pattern (a line break in user or options would inject a second pg_hba line),
+and every address open to all or a wide range (all, samehost, samenet, 0.0.0.0/1, ::0/0, ...)
+unless postgresql_hba_allow_any_address. Runs the role's validate.yml with Ansible on the
+controller (no container): one playbook, each case in a block whose rescue records the message.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROJECT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+GOOD = {"type": "host", "database": "all", "user": "quant_app", "address": "10.20.0.0/16", "method": "scram-sha-256"}
+REFUSED = {
+    "open_ipv4_any": dict(GOOD, address="0.0.0.0/0"),
+    "open_ipv4_half": dict(GOOD, address="0.0.0.0/1"),
+    "wide_ipv4": dict(GOOD, address="10.0.0.0/8"),
+    "open_ipv6": dict(GOOD, address="::0/0"),
+    "wide_ipv6": dict(GOOD, address="2001:db8::/32"),
+    "keyword_all": dict(GOOD, address="all"),
+    "samenet": dict(GOOD, address="samenet"),
+    "samehost": dict(GOOD, address="samehost"),
+    "newline_in_user": dict(GOOD, user="quant_app\nhost all all 0.0.0.0/0 trust"),
+    "newline_at_end_of_user": dict(GOOD, user="quant_app\n"),
+    "space_in_database": dict(GOOD, database="all all"),
+    "newline_in_options": {"type": "local", "database": "all", "user": "all", "method": "peer",
+                           "options": "map=ops\nlocal all all trust"},
+    "quote_in_address": dict(GOOD, address='"10.0.0.0/16"'),
+}
+ACCEPTED = {
+    "narrow_ipv4": GOOD,
+    "ipv6_loopback": dict(GOOD, address="::1/128"),
+    "host_name": dict(GOOD, address=".quant.example.internal"),
+    "group_and_list": dict(GOOD, user="+readers,quant_app", database="quant_platform,postgres"),
+    "local_with_map": {"type": "local", "database": "all", "user": "all", "method": "peer", "options": "map=ops"},
+}
+PLAY = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    results: {}
+  tasks:
+    - name: Each case
+      ansible.builtin.include_tasks: %s
+      loop: "{{ cases | dict2items }}"
+      loop_control:
+        loop_var: case
+    - name: Results
+      ansible.builtin.copy:
+        content: "{{ results | to_json }}"
+        dest: "%s"
+        mode: "0644"
+"""
+CASE = """
+- name: One case
+  block:
+    - name: Validate
+      ansible.builtin.include_role:
+        name: postgresql
+        tasks_from: validate.yml
+      vars:
+        postgresql_hba_entries: ["{{ case.value }}"]
+    - name: Accepted
+      ansible.builtin.set_fact:
+        results: "{{ results | combine({case.key: 'accepted'}) }}"
+  rescue:
+    - name: Refused
+      ansible.builtin.set_fact:
+        results: "{{ results | combine({case.key: ((ansible_failed_result.results | default([]) | selectattr('failed', 'defined')
+                                                     | selectattr('failed') | map(attribute='msg') | list)
+                                                    + [ansible_failed_result.msg | default('failed')]) | join('; ')}) }}"
+"""
+
+
+@pytest.fixture(scope="module")
+def verdicts(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hba")
+    (tmp / "case.yml").write_text(CASE)
+    out = tmp / "results.json"
+    (tmp / "play.yml").write_text(PLAY % (tmp / "case.yml", out))
+    (tmp / "cases.json").write_text(json.dumps({"cases": dict(REFUSED, **ACCEPTED)}))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"),
+               ANSIBLE_ROLES_PATH=os.path.join(PROJECT, "roles"))
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
+         "-e", "ansible_python_interpreter=" + sys.executable, "-e", "@%s" % (tmp / "cases.json"), str(tmp / "play.yml")],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused_naming_the_variable(verdicts, name):
+    assert verdicts[name] != "accepted", "%s was accepted: %r" % (name, REFUSED[name])
+    assert "postgresql_hba_entries" in verdicts[name], verdicts[name]
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED))
+def test_accepted(verdicts, name):
+    assert verdicts[name] == "accepted", verdicts[name]
