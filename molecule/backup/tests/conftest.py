@@ -51,7 +51,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -67,81 +66,18 @@ S3_PORT = 55482
 S3_BUCKET = "quantdb-backup-test"
 
 
-def _inventory():
-    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
-    if inventory:
-        return inventory
-    # Outside `molecule verify` (a developer's pytest run after `molecule converge -s backup`).
-    ephemeral = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY")
-    assert ephemeral, "run under molecule (MOLECULE_INVENTORY_FILE or MOLECULE_EPHEMERAL_DIRECTORY)"
-    return os.path.join(ephemeral, "inventory")
+sys.path.insert(0, os.path.join(PROJECT, "tests"))
+# The fixtures run_playbook, task_results, sh and psql (tests/molecule_support.py).
+from molecule_support import Scenario, psql, run_playbook, sh, task_results  # noqa: E402,F401
 
-
-def _run_playbook(path, *args, env=None, json_output=False):
-    fd, stats_file = tempfile.mkstemp(prefix="qdb-stats-", suffix=".json")
-    os.close(fd)
-    path = path if os.path.isabs(path) else os.path.join(PROJECT, path)
-    run_env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", QDB_STATS_FILE=stats_file,
-                   ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"),
-                   ANSIBLE_ROLES_PATH=os.path.join(PROJECT, "roles"),
-                   ANSIBLE_LIBRARY=os.path.join(PROJECT, "library"),
-                   ANSIBLE_MODULE_UTILS=os.path.join(PROJECT, "module_utils"),
-                   ANSIBLE_CONNECTION_PLUGINS=os.path.join(PROJECT, "connection_plugins"),
-                   ANSIBLE_CALLBACK_PLUGINS=os.path.join(PROJECT, "callback_plugins"),
-                   ANSIBLE_CALLBACKS_ENABLED="quantdb_stats", **(env or {}))
-    if json_output:
-        run_env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.builtin.json"
-    try:
-        proc = subprocess.run(["ansible-playbook", "-i", _inventory(), path] + list(args),
-                              capture_output=True, text=True, env=run_env, cwd=PROJECT)
-        with open(stats_file) as handle:
-            text = handle.read()
-    finally:
-        os.unlink(stats_file)
-    proc.stats = (json.loads(text).get("stats") or {}).get(HOST) if text else None
-    proc.report = json.loads(proc.stdout) if json_output and proc.stdout.strip().startswith("{") else None
-    return proc
+SCENARIO_HOST = Scenario(PROJECT, HOST, limit=False)
+_run_playbook = SCENARIO_HOST.run_playbook
+_sh = SCENARIO_HOST.sh
 
 
 @pytest.fixture(scope="session")
-def run_playbook():
-    return _run_playbook
-
-
-def _task_results(report, name):
-    return [task["hosts"][HOST] for play in report["plays"] for task in play["tasks"]
-            if task["task"]["name"] == name and HOST in task["hosts"]]
-
-
-@pytest.fixture(scope="session")
-def task_results():
-    return _task_results
-
-
-def _sh(command, user="root", check=True):
-    proc = subprocess.run(["podman", "exec", "-u", user, HOST, "bash", "-c", command], capture_output=True, text=True)
-    if check:
-        assert proc.returncode == 0, "%s\n%s%s" % (command, proc.stdout[-3000:], proc.stderr[-3000:])
-    return proc
-
-
-@pytest.fixture(scope="session")
-def sh():
-    return _sh
-
-
-def _psql(query, db="quant_platform", check=True):
-    proc = subprocess.run(["podman", "exec", "-i", "-u", "postgres", HOST, "psql", "-XAtq", "-v", "ON_ERROR_STOP=1",
-                           "-d", db], input=query, capture_output=True, text=True)
-    if not check:
-        return proc
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
-
-
-@pytest.fixture(scope="session")
-def psql():
-    return _psql
+def scenario_host():
+    return SCENARIO_HOST
 
 
 def _backup_status():

@@ -27,14 +27,14 @@ Fixtures (all session-scoped):
     CompletedProcess instead (rc, stdout, stderr) for queries expected to fail.
 - sh(command, user="root", check=True) -> CompletedProcess
     bash -c command inside HOST, as user; check=True asserts rc 0.
+- zc_data (module scope): the checks' own rows (chk_data.sql: region ZC on the made-up
+    exchange XCHK), deleted after the module.
 - report_dir -> str
     a temporary directory on the controller for JSON reports and snapshot archives
     (pass it as -e maintenance_report_dir=... / incident_snapshot_dir=...).
 """
-import json
 import os
-import subprocess
-import tempfile
+import sys
 
 import pytest
 
@@ -44,83 +44,32 @@ SCENARIO = os.path.join(PROJECT, "molecule", "maintenance")
 HOST = os.environ.get("QDB_TEST_HOST", "qdb-molecule-maint1")
 
 
-def _inventory():
-    inventory = os.environ.get("QDB_TEST_INVENTORY") or os.environ.get("MOLECULE_INVENTORY_FILE")
-    if inventory:
-        return inventory
-    # Outside `molecule verify` (a developer's pytest run after `molecule converge -s maintenance`).
-    ephemeral = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY")
-    assert ephemeral, "set QDB_TEST_INVENTORY or run under molecule (MOLECULE_INVENTORY_FILE or MOLECULE_EPHEMERAL_DIRECTORY)"
-    return os.path.join(ephemeral, "inventory")
+sys.path.insert(0, os.path.join(PROJECT, "tests"))
+# The fixtures run_playbook, task_results, sh and psql (tests/molecule_support.py).
+from molecule_support import Scenario, psql, run_playbook, sh, task_results  # noqa: E402,F401
 
-
-def _run_playbook(path, *args, env=None, json_output=False, check=False):
-    fd, stats_file = tempfile.mkstemp(prefix="qdb-stats-", suffix=".json")
-    os.close(fd)
-    path = path if os.path.isabs(path) else os.path.join(PROJECT, path)
-    run_env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", QDB_STATS_FILE=stats_file,
-                   ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"),
-                   ANSIBLE_ROLES_PATH=os.path.join(PROJECT, "roles"),
-                   ANSIBLE_LIBRARY=os.path.join(PROJECT, "library"),
-                   ANSIBLE_MODULE_UTILS=os.path.join(PROJECT, "module_utils"),
-                   ANSIBLE_CONNECTION_PLUGINS=os.path.join(PROJECT, "connection_plugins"),
-                   ANSIBLE_CALLBACK_PLUGINS=os.path.join(PROJECT, "callback_plugins"),
-                   ANSIBLE_CALLBACKS_ENABLED="quantdb_stats", **(env or {}))
-    if json_output:
-        run_env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.builtin.json"
-    command = ["ansible-playbook", "-i", _inventory(), "--limit", HOST, path] + (["--check"] if check else []) + list(args)
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, env=run_env, cwd=PROJECT)
-        with open(stats_file) as handle:
-            text = handle.read()
-    finally:
-        os.unlink(stats_file)
-    proc.stats = (json.loads(text).get("stats") or {}).get(HOST) if text else None
-    proc.report = json.loads(proc.stdout) if json_output and proc.stdout.strip().startswith("{") else None
-    return proc
+SCENARIO_HOST = Scenario(PROJECT, HOST, limit=True)
+_run_playbook = SCENARIO_HOST.run_playbook
+_sh = SCENARIO_HOST.sh
 
 
 @pytest.fixture(scope="session")
-def run_playbook():
-    return _run_playbook
-
-
-def _task_results(report, name):
-    return [task["hosts"][HOST] for play in report["plays"] for task in play["tasks"]
-            if task["task"]["name"] == name and HOST in task["hosts"]]
-
-
-@pytest.fixture(scope="session")
-def task_results():
-    return _task_results
-
-
-def _sh(command, user="root", check=True):
-    proc = subprocess.run(["podman", "exec", "-u", user, HOST, "bash", "-c", command], capture_output=True, text=True)
-    if check:
-        assert proc.returncode == 0, "%s\n%s%s" % (command, proc.stdout[-3000:], proc.stderr[-3000:])
-    return proc
-
-
-@pytest.fixture(scope="session")
-def sh():
-    return _sh
-
-
-def _psql(query, db="quant_platform", check=True):
-    proc = subprocess.run(["podman", "exec", "-i", "-u", "postgres", HOST, "psql", "-XAtq", "-v", "ON_ERROR_STOP=1",
-                           "-d", db], input=query, capture_output=True, text=True)
-    if not check:
-        return proc
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
-
-
-@pytest.fixture(scope="session")
-def psql():
-    return _psql
+def scenario_host():
+    return SCENARIO_HOST
 
 
 @pytest.fixture(scope="session")
 def report_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("qdb-maintenance-reports"))
+
+
+with open(os.path.join(os.path.dirname(__file__), "chk_data.sql"), encoding="utf-8") as _handle:
+    DATA_SQL = _handle.read()   # importable: `from conftest import DATA_SQL` puts the rows back
+
+
+@pytest.fixture(scope="module")
+def zc_data(psql):
+    psql(DATA_SQL)
+    yield
+    psql("DELETE FROM ohlcv_data WHERE region = 'ZC'; DELETE FROM tickers WHERE region = 'ZC';"
+         " DELETE FROM exchange_sessions WHERE exchange = 'XCHK';")

@@ -9,23 +9,15 @@ import json
 import os
 
 import pytest
+from conftest import DATA_SQL
 
 HERE = os.path.dirname(__file__)
-DATA_SQL = open(os.path.join(HERE, "chk_data.sql")).read()
 TRUST_LINE = "host all all 0.0.0.0/0 trust   # qdb-test-injected"
 STATE_FILE = "/var/lib/quantdb-ops/morning_check/state.json"
 
 
 def _out(proc):
     return proc.stdout[-4000:] + proc.stderr[-2000:]
-
-
-@pytest.fixture(scope="module")
-def zc_data(psql):
-    psql(DATA_SQL)
-    yield
-    psql("DELETE FROM ohlcv_data WHERE region = 'ZC'; DELETE FROM tickers WHERE region = 'ZC';"
-         " DELETE FROM exchange_sessions WHERE exchange = 'XCHK';")
 
 
 @pytest.fixture

@@ -13,23 +13,15 @@ import sqlite3
 import tarfile
 
 import pytest
+from conftest import DATA_SQL
 
 HERE = os.path.dirname(__file__)
-DATA_SQL = open(os.path.join(HERE, "chk_data.sql")).read()
 CORRUPT_SCRIPT = open(os.path.join(HERE, "chk_corrupt_btree.py")).read()
 UNIT = "postgresql@17-main"
 
 
 def _out(proc):
     return proc.stdout[-4000:] + proc.stderr[-2000:]
-
-
-@pytest.fixture(scope="module")
-def zc_data(psql):
-    psql(DATA_SQL)
-    yield
-    psql("DELETE FROM ohlcv_data WHERE region = 'ZC'; DELETE FROM tickers WHERE region = 'ZC';"
-         " DELETE FROM exchange_sessions WHERE exchange = 'XCHK';")
 
 
 @pytest.fixture
