@@ -28,11 +28,11 @@ def psql(host, query, db="quant_platform"):
     return cmd.stdout.strip()
 
 
-def psql_as(host, user, password, query):
+def psql_as(host, user, password, query, db="quant_platform"):
     """Connect over TCP with a password, as an application would."""
     return host.run(
-        "env PGPASSWORD=%s psql -XAtq -v ON_ERROR_STOP=1 -h 127.0.0.1 -U %s -d quant_platform -c %s",
-        password, user, query)
+        "env PGPASSWORD=%s psql -XAtq -v ON_ERROR_STOP=1 -h 127.0.0.1 -U %s -d %s -c %s",
+        password, user, db, query)
 
 
 def lab_password(name):
@@ -163,6 +163,14 @@ def test_reporting_user_reads_but_cannot_write(host):
     assert psql_as(host, "reporting_user", pw, "CREATE TABLE t (i int)").rc != 0
     assert psql_as(host, "reporting_user", pw, "SHOW statement_timeout").stdout.strip() == "1min"
     assert psql_as(host, "reporting_user", "wrong-password-123", "SELECT 1").rc != 0
+
+
+def test_no_login_role_connects_to_the_maintenance_database(host):
+    """CONNECT on `postgres` is revoked from PUBLIC (issue 15): only superusers get in."""
+    assert psql(host, "SELECT has_database_privilege('public', 'postgres', 'CONNECT')") == "f"
+    for role in ("quant_app", "reporting_user", "quant_monitor"):
+        denied = psql_as(host, role, lab_password(role), "SELECT 1", db="postgres")
+        assert denied.rc != 0 and "permission denied for database" in denied.stderr, (role, denied.stderr)
 
 
 def test_writer_writes_and_roles_are_least_privilege(host):
