@@ -121,11 +121,13 @@ def test_grid_positions_fit_and_do_not_overlap(dashboard):
                 cells[(x, y)] = p["title"]
 
 
+_spec = importlib.util.spec_from_file_location("render_rules", os.path.join(PROJECT, "tools", "render_rules.py"))
+render_rules = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render_rules)
+
+
 def rendered(template):
     """A grafana role template rendered with the role's defaults (as Ansible would)."""
-    spec = importlib.util.spec_from_file_location("render_rules", os.path.join(PROJECT, "tools", "render_rules.py"))
-    render_rules = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(render_rules)
     return yaml.safe_load(render_rules.render(template, render_rules.load_vars([GRAFANA_DEFAULTS], [])))
 
 
