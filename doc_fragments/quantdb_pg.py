@@ -45,9 +45,25 @@ options:
   ssl_mode:
     description:
       - libpq C(sslmode) of the connection.
+      - Unset means C(verify-full) when O(login_host) is a remote host (the server certificate
+        must be signed by O(ssl_rootcert) and name the host), and C(prefer) on a unix socket or
+        loopback (C(localhost), C(127.0.0.1), C(::1)).
     type: str
-    default: prefer
     choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  ssl_rootcert:
+    description:
+      - CA certificate file (PEM) that verifies the server with C(verify-ca) or C(verify-full)
+        (libpq C(sslrootcert); C(system) for the system store). Empty means libpq's default,
+        C(~/.postgresql/root.crt).
+    type: str
+    default: ""
+  lock_timeout:
+    description:
+      - C(lock_timeout) of the module's session (a PostgreSQL duration such as C(10s); C(0)
+        waits for ever). A statement that cannot get its lock in time fails the module, naming
+        the lock timeout, instead of queueing the application's queries behind it.
+    type: str
+    default: 10s
   connect_timeout:
     description:
       - Seconds to wait for the connection before failing.

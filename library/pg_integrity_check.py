@@ -70,11 +70,6 @@ options:
         of each table that has one).
     type: bool
     default: true
-  lock_timeout:
-    description:
-      - C(lock_timeout) of the REINDEX and VALIDATE statements.
-    type: str
-    default: 10s
 extends_documentation_fragment: [quantdb_pg]
 author: quantdb-ops maintainers (!UNKNOWN)
 """
@@ -159,7 +154,8 @@ import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, psycopg, record_queries, sql
+from ansible.module_utils.quantdb_pg import (connect, connection_argument_spec, psycopg, record_queries,
+                                             resolve_ssl_mode, sql)
 
 HEADER = re.compile(r'^(?P<kind>[a-z]+(?: [a-z]+)*) "(?P<name>[^"]+)"(?P<location>,[^:]*)?:$')
 
@@ -205,8 +201,10 @@ def amcheck_argv(params, indexes=None):
 
 
 def run_amcheck(module, indexes=None):
-    env = {"PGAPPNAME": module.params["application_name"], "PGSSLMODE": module.params["ssl_mode"],
+    env = {"PGAPPNAME": module.params["application_name"], "PGSSLMODE": resolve_ssl_mode(module.params),
            "PGCONNECT_TIMEOUT": str(module.params["connect_timeout"])}
+    if module.params["ssl_rootcert"]:
+        env["PGSSLROOTCERT"] = module.params["ssl_rootcert"]
     if module.params["login_password"]:
         env["PGPASSWORD"] = module.params["login_password"]
     argv = amcheck_argv(module.params, indexes)
@@ -297,7 +295,6 @@ def main():
         reindex=dict(type="bool", default=False),
         validate_constraints=dict(type="bool", default=True),
         recheck_constraints=dict(type="bool", default=True),
-        lock_timeout=dict(type="str", default="10s"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params

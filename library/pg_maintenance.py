@@ -113,10 +113,6 @@ options:
     type: str
     choices: [estimate, pgstattuple]
     default: estimate
-  lock_timeout:
-    description: lock_timeout of every statement (a PostgreSQL duration).
-    type: str
-    default: 5s
   statement_timeout:
     description: statement_timeout of every statement (a PostgreSQL duration; 0 for none).
     type: str
@@ -458,7 +454,6 @@ def main():
         reindex_bloat_ratio=dict(type="float", default=0.5),
         reindex_min_bytes=dict(type="int", default=10485760),
         bloat_method=dict(type="str", choices=["estimate", "pgstattuple"], default="estimate"),
-        lock_timeout=dict(type="str", default="5s"),
         statement_timeout=dict(type="str", default="30min"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -36,11 +36,35 @@ def connection_argument_spec():
         login_user=dict(type="str", default="", aliases=["user"]),
         login_password=dict(type="str", default="", no_log=True, aliases=["password"]),
         login_db=dict(type="str", required=True, aliases=["db", "dbname"]),
-        ssl_mode=dict(type="str", default="prefer",
+        # None: verify-full for a remote host, prefer on a socket or loopback (resolve_ssl_mode).
+        ssl_mode=dict(type="str", default=None,
                       choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
+        ssl_rootcert=dict(type="str", default=""),
+        lock_timeout=dict(type="str", default="10s"),
         connect_timeout=dict(type="int", default=10),
         application_name=dict(type="str", default="quantdb-ops"),
     )
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def is_remote_host(host):
+    """Whether libpq would reach `host` over a network: not a socket directory, not loopback.
+    A comma-separated list counts as remote if any of its hosts is."""
+    hosts = [h.strip() for h in (host or "").split(",") if h.strip()]
+    return any(not h.startswith("/") and not h.startswith("@") and h.lower() not in LOOPBACK_HOSTS
+               for h in hosts)
+
+
+def resolve_ssl_mode(params):
+    """The sslmode a connection uses: the one given, else verify-full for a remote host (the
+    server's certificate is checked against ssl_rootcert, so a stolen address or a man in the
+    middle is refused) and prefer on a unix socket or loopback, where TLS protects nothing
+    (and a local install such as Homebrew's usually has no certificate)."""
+    if params.get("ssl_mode"):
+        return params["ssl_mode"]
+    return "verify-full" if is_remote_host(params.get("login_host")) else "prefer"
 
 
 def conninfo_kwargs(params):
@@ -48,11 +72,12 @@ def conninfo_kwargs(params):
     kwargs = {
         "dbname": params["login_db"],
         "port": params["login_port"],
-        "sslmode": params["ssl_mode"],
+        "sslmode": resolve_ssl_mode(params),
         "connect_timeout": params["connect_timeout"],
         "application_name": params["application_name"],
     }
-    for key, param in (("host", "login_host"), ("user", "login_user"), ("password", "login_password")):
+    for key, param in (("host", "login_host"), ("user", "login_user"), ("password", "login_password"),
+                       ("sslrootcert", "ssl_rootcert")):
         if params.get(param):
             kwargs[key] = params[param]
     return kwargs
@@ -64,11 +89,23 @@ def connect(module, autocommit=False):
         module.fail_json(msg="the psycopg (3) Python package is required on the host running this module",
                          exception=PSYCOPG_IMPORT_ERROR)
     kwargs = conninfo_kwargs(module.params)
+    target = "%s:%s/%s" % (kwargs.get("host", "<socket>"), kwargs["port"], kwargs["dbname"])
     try:
-        return psycopg.connect(autocommit=autocommit, **kwargs)
+        conn = psycopg.connect(autocommit=autocommit, **kwargs)
     except psycopg.Error as exc:
-        target = "%s:%s/%s" % (kwargs.get("host", "<socket>"), kwargs["port"], kwargs["dbname"])
-        module.fail_json(msg="cannot connect to %s: %s" % (target, str(exc).strip()))
+        module.fail_json(msg="cannot connect to %s (sslmode=%s): %s" % (target, kwargs["sslmode"], str(exc).strip()))
+    # Every session waits at most lock_timeout for a lock: a module fails clearly instead of
+    # queueing the application's traffic behind its own lock request.
+    lock_timeout = module.params.get("lock_timeout")
+    if lock_timeout:
+        try:
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout,))
+            if not autocommit:
+                conn.commit()
+        except psycopg.Error as exc:
+            quiet_close(conn)
+            module.fail_json(msg="lock_timeout=%r is not a PostgreSQL duration: %s" % (lock_timeout, str(exc).strip()))
+    return conn
 
 
 def connection_lost(conn, exc):

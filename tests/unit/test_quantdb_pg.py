@@ -222,3 +222,21 @@ def test_ingest_reason_codes_are_one_based_in_order():
     ingest = load_ingest()
     assert [ingest.R[name] for name in ingest.REASONS] == list(range(1, len(ingest.REASONS) + 1))
     assert ingest.REASONS[0] == "bad_encoding" and ingest.REASONS[-1] == "unknown_ticker"
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("", "prefer"), ("/var/run/postgresql", "prefer"), ("localhost", "prefer"), ("127.0.0.1", "prefer"),
+    ("::1", "prefer"), ("db1.example.com", "verify-full"), ("10.0.0.5", "verify-full"),
+    ("localhost,db2.example.com", "verify-full")])
+def test_remote_hosts_default_to_verify_full(host, expected):
+    params = dict(login_db="d", login_port=5432, ssl_mode=None, ssl_rootcert="/etc/ca.crt", connect_timeout=10,
+                  application_name="a", login_host=host, login_user="", login_password="")
+    kwargs = quantdb_pg.conninfo_kwargs(params)
+    assert kwargs["sslmode"] == expected
+    assert kwargs["sslrootcert"] == "/etc/ca.crt"
+
+
+def test_an_explicit_ssl_mode_wins():
+    params = dict(login_db="d", login_port=5432, ssl_mode="require", connect_timeout=10,
+                  application_name="a", login_host="db1.example.com")
+    assert quantdb_pg.conninfo_kwargs(params)["sslmode"] == "require"
