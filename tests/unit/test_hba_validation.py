@@ -35,6 +35,9 @@ ACCEPTED = {
     "host_name": dict(GOOD, address=".quant.example.internal"),
     "group_and_list": dict(GOOD, user="+readers,quant_app", database="quant_platform,postgres"),
     "local_with_map": {"type": "local", "database": "all", "user": "all", "method": "peer", "options": "map=ops"},
+    # quant_backup only from the backup host: a reject line for everywhere else is narrowing.
+    "reject_any_address": dict(GOOD, user="quant_backup", address="all", method="reject"),
+    "reject_open_ipv4": dict(GOOD, user="quant_backup", address="0.0.0.0/0", method="reject"),
 }
 PLAY = """
 - hosts: localhost
