@@ -26,7 +26,8 @@ description:
     line - a header other than C(exchange,session), a session not an ISO date (C(YYYY-MM-DD)),
     an empty exchange, an exchange not in O(calendars), a session outside its exchange's
     window, a repeated row, a window whose start is after its end, a repeated exchange in
-    O(calendars), a time zone PostgreSQL does not know.
+    O(calendars), a time zone PostgreSQL does not know. A lock on C(exchange_sessions) or
+    C(exchanges) not granted within O(lock_timeout) fails it too, naming the session holding it.
   - Check mode does all the work and rolls back, so it reports the exact counts and writes
     nothing. With C(--diff) the exchanges rows and up to ten added and removed sessions per
     exchange are shown.
@@ -148,7 +149,7 @@ from datetime import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.quantdb_files import copy_file, read_header
-from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, psycopg, transaction
+from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, lock_aware, psycopg, transaction
 
 COLUMNS = ["exchange", "session"]
 ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -297,7 +298,9 @@ def main():
     result = dict(changed=False, exchanges={}, totals=dict(added=0, removed=0, sessions=0), rows_read=0,
                   queries=[" ".join(q.split()) for q in (REMOVED, ADDED, UPSERT)])   # the writes, for -v
     conn = connect(module)
-    with transaction(module, conn, "%s: sync of exchange_sessions failed, nothing written" % src, result):
+    failure = lock_aware(module, "%s: sync of exchange_sessions failed, nothing written" % src, conn,
+                         ["public.exchange_sessions", "public.exchanges"], "RowExclusiveLock", prefix=src)
+    with transaction(module, conn, failure, result):
         with conn.cursor() as cur:
             cur.execute("SELECT array_agg(tz) FROM unnest(%s::text[]) tz "
                         "WHERE NOT EXISTS (SELECT 1 FROM pg_timezone_names n WHERE n.name = tz)",

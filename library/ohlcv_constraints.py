@@ -21,6 +21,8 @@ description:
   - Does nothing (changed=false) when every CHECK constraint is validated already or the
     table does not exist.
   - In check mode it counts and reports what it would validate, and validates nothing.
+  - A lock not granted within O(lock_timeout) fails the module, nothing changed, naming the
+    lock timeout and the session holding the lock.
 options:
   table:
     description:
@@ -75,7 +77,7 @@ queries:
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, sql, transaction
+from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, lock_aware, sql, transaction
 
 CHECKS = """
 SELECT c.conname, c.convalidated, pg_get_constraintdef(c.oid)
@@ -101,7 +103,12 @@ def main():
     result = dict(changed=False, constraints={}, validated=[], not_valid=[], queries=[])
 
     conn = connect(module)
-    with transaction(module, conn, "validating the constraints of %s failed, nothing changed" % p["table"], result):
+    # VALIDATE CONSTRAINT takes SHARE UPDATE EXCLUSIVE: a lock not granted within lock_timeout
+    # fails naming its holder.
+    failure = lock_aware(module, "validating the constraints of %s failed, nothing changed" % p["table"], conn,
+                         [p["table"]], "ShareUpdateExclusiveLock", prefix="validating the constraints of %s" % p["table"],
+                         outcome="nothing changed")
+    with transaction(module, conn, failure, result):
         cur = conn.cursor()
         cur.execute(CHECKS, (p["table"],))
         pending = []

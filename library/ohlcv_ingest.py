@@ -33,7 +33,9 @@ description:
   - Into an empty table (a backfill) it drops the two OHLCV indexes, inserts in (ticker, date)
     order and rebuilds them, which is faster and leaves rows grouped by ticker in every chunk.
   - A truncated or corrupt gzip, a lost connection or any database error fails with a message
-    naming the file and saying that nothing was written. A failing ANALYZE after the commit is a
+    naming the file and saying that nothing was written. A table lock not granted within
+    O(lock_timeout) (another session holding C(ohlcv_data), say) fails the same way, naming the
+    lock timeout and the session holding the lock (pid, application_name, mode). A failing ANALYZE after the commit is a
     warning, the load stays committed.
 options:
   src:
@@ -301,7 +303,8 @@ from ansible.module_utils.quantdb_files import (
 from ansible.module_utils.quantdb_ohlcv import (
     DATE_INDEX, UNIQUE_INDEX, date_index_ddl, drop_index_ddl, prewarm_recent, region_exchanges, unique_index_ddl)
 from ansible.module_utils.quantdb_pg import (
-    Stopwatch, connect, connection_argument_spec, psycopg, record_queries, transaction)
+    Stopwatch, backend_pid, connect, connection_argument_spec, is_lock_timeout, lock_holders, lock_timeout_message,
+    psycopg, record_queries, transaction)
 
 BAR_COLUMNS = ["ticker", "region", "date", "open", "high", "low", "close", "volume"]
 TICKER_COLUMNS = ["ticker", "region", "exchange", "name", "currency", "sector"]
@@ -734,9 +737,23 @@ def describe(exc):
     return "%s (%s)" % (text, context.strip()) if context else text
 
 
-def load_failure(file_name):
-    """The failure message of a database error (transaction()'s `failure`)."""
+# The tables a load locks: ROW EXCLUSIVE to write (ohlcv_data also ACCESS EXCLUSIVE for the
+# index drop of a backfill), ACCESS SHARE to read.
+LOCKED_TABLES = ("public.ohlcv_data", "public.ohlcv_quarantine", "public.tickers", "public.exchange_sessions")
+
+
+def load_failure(file_name, module=None, conn=None, result=None):
+    """The failure message of a database error (transaction()'s `failure`). A lock not granted
+    within lock_timeout names the timeout and who holds the lock (read on a second connection
+    when `module` is given)."""
+    own_pid = backend_pid(conn) if conn is not None else None
+
     def message(exc, lost=False, committing=False):
+        if is_lock_timeout(exc) and not lost:
+            mode = "AccessExclusiveLock" if (result or {}).get("bulk") else "RowExclusiveLock"
+            holders = lock_holders(module, LOCKED_TABLES, mode, exclude_pids=[own_pid]) if module else []
+            lock_timeout = module.params.get("lock_timeout") if module else None
+            return "%s: %s" % (file_name, lock_timeout_message(lock_timeout, holders))
         if committing and lost:
             return ("%s: connection lost during COMMIT, so whether the load was committed is unknown "
                     "(check ohlcv_data and ohlcv_quarantine): %s" % (file_name, str(exc).strip()))
@@ -867,7 +884,7 @@ def main():
     conn = connect(module)
     record_queries(conn, result["queries"])
     # One transaction: committed, rolled back in check mode, or failed with nothing written.
-    with transaction(module, conn, load_failure(result["file"]), result, refusals=REFUSALS,
+    with transaction(module, conn, load_failure(result["file"], module, conn, result), result, refusals=REFUSALS,
                      on_rollback=nothing_written, after_commit=analyze_after_backfill(module, result)):
         with conn.cursor() as cur:
             prepare(cur, p, result)

@@ -17,6 +17,8 @@ description:
   - Does nothing (changed=false) when the table does not exist yet or already has the key.
   - In check mode it counts the rows and the duplicates with one read-only query and returns the
     statements it would run; it takes no lock, deletes nothing and builds no index.
+  - A lock not granted within O(lock_timeout) fails the module, nothing changed, naming the
+    lock timeout and the session holding the lock.
 options:
   index_name:
     description: Name of the unique index.
@@ -62,7 +64,7 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.quantdb_ohlcv import HAS_UNIQUE_KEY, UNIQUE_INDEX, dedupe_statement, drop_index_ddl, unique_index_ddl
-from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, statement_text, transaction
+from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, lock_aware, statement_text, transaction
 
 
 # Rows, and rows the dedupe would delete (all but one of each key), without changing anything.
@@ -77,7 +79,9 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     result = dict(changed=False, table_exists=False, had_key=False, duplicates_removed=0)
     conn = connect(module)
-    with transaction(module, conn, "adopting ohlcv_data failed, nothing changed", result):
+    failure = lock_aware(module, "adopting ohlcv_data failed, nothing changed", conn, ["public.ohlcv_data"],
+                         "ShareRowExclusiveLock", prefix="adopting ohlcv_data", outcome="nothing changed")
+    with transaction(module, conn, failure, result):
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass('public.ohlcv_data') IS NOT NULL")
             result["table_exists"] = cur.fetchone()[0]

@@ -154,8 +154,8 @@ import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.quantdb_pg import (connect, connection_argument_spec, psycopg, record_queries,
-                                             resolve_ssl_mode, sql)
+from ansible.module_utils.quantdb_pg import (backend_pid, connect, connection_argument_spec, is_lock_timeout,
+                                             lock_failure, psycopg, record_queries, resolve_ssl_mode, sql)
 
 HEADER = re.compile(r'^(?P<kind>[a-z]+(?: [a-z]+)*) "(?P<name>[^"]+)"(?P<location>,[^:]*)?:$')
 
@@ -268,7 +268,11 @@ def check_constraints(module, conn, result):
                     report["validated"].append(label)
                     result["changed"] = True
                 except psycopg.Error as exc:
-                    report["violations"].append(dict(constraint=label, rows=None, error=str(exc).strip()))
+                    error = str(exc).strip()
+                    if is_lock_timeout(exc):   # VALIDATE takes SHARE UPDATE EXCLUSIVE: name the holder
+                        error = lock_failure(module, ["%s.%s" % (schema, table)], "ShareUpdateExclusiveLock",
+                                             outcome="not validated", exclude_pids=[backend_pid(conn)])
+                    report["violations"].append(dict(constraint=label, rows=None, error=error))
                 continue
             if not valid or not params["recheck_constraints"] or inherited or schema == "_timescaledb_internal":
                 continue
@@ -350,8 +354,12 @@ def main():
                 entry["recheck"] = "rebuilt, re-check clean" if recheck["rc"] == 0 else "rebuilt, re-check corrupt: " + (out or err).strip()
         check_constraints(module, conn, result)
     except psycopg.Error as exc:
+        error = str(exc).strip()
+        if is_lock_timeout(exc):   # REINDEX INDEX: SHARE on the table, ACCESS EXCLUSIVE on the index
+            error = lock_failure(module, result["flagged_indexes"], "AccessExclusiveLock", outcome="not rebuilt",
+                                 exclude_pids=[backend_pid(conn)])
         conn.close()
-        module.fail_json(msg="integrity check failed: %s" % str(exc).strip(), **result)
+        module.fail_json(msg="integrity check failed: %s" % error, **result)
     conn.close()
     repaired = set(e["index"] for e in result["reindexed"] if e["recheck"] == "rebuilt, re-check clean")
     remaining = [c for c in result["corruption"] if not (c["kind"] == "btree index" and c["relation"] in repaired)]

@@ -196,7 +196,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, psycopg
-from ansible.module_utils.quantdb_pg import record_queries, sql
+from ansible.module_utils.quantdb_pg import backend_pid, is_lock_timeout, lock_failure, record_queries, sql
 
 INTERNAL_SCHEMA = re.compile(r"^_timescaledb_")
 LEFTOVER = re.compile(r"_cc(new|old)[0-9]*$")
@@ -481,7 +481,14 @@ def main():
             except psycopg.Error as exc:
                 if conn.broken or conn.closed:
                     raise
-                item.update(status="failed", error=str(exc).strip())
+                if is_lock_timeout(exc):
+                    # Each action takes SHARE UPDATE EXCLUSIVE on its table (and index): name its holder.
+                    locked = [item["table"], item["object"]] if item.get("table") else [item["object"]]
+                    error = lock_failure(module, locked, "ShareUpdateExclusiveLock",
+                                         outcome="skipped", exclude_pids=[backend_pid(conn)])
+                else:
+                    error = str(exc).strip()
+                item.update(status="failed", error=error)
                 result["counts"]["failed"] += 1
                 module.warn("%s %s failed: %s" % (item["action"], item["object"], item["error"]))
             else:

@@ -13,7 +13,12 @@ description:
     each in its own transaction together with its record (version, name, checksum, time).
   - A migration already applied whose SQL changed since (checksum differs) fails the run,
     naming the version, unless O(allow_checksum_mismatch) is set; nothing is applied then.
-  - Holds an advisory lock so two runs never interleave.
+  - Holds an advisory lock so two runs never interleave. It waits at most O(lock_wait_seconds)
+    for it (C(pg_try_advisory_lock), retried), then fails naming the session that holds it
+    (pid, application_name) and applies nothing.
+  - Every statement waits at most O(lock_timeout) for a table lock; a migration that cannot get
+    one in time fails naming the lock timeout and the session holding the lock, and is not
+    recorded (a transactional migration rolls back as a whole).
   - In check mode it connects, reads what is recorded and returns the pending migrations
     without running them; C(changed) is true exactly when something is pending or superseded.
 options:
@@ -36,6 +41,12 @@ options:
     description: Only warn, instead of failing, when an applied migration's SQL changed.
     type: bool
     default: false
+  lock_wait_seconds:
+    description:
+      - Seconds to wait for the migrations' advisory lock held by another run before failing
+        (C(0) tries once).
+    type: int
+    default: 60
 extends_documentation_fragment: [quantdb_pg]
 author: quantdb-ops maintainers (!UNKNOWN)
 """
@@ -82,9 +93,35 @@ superseded:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, sha256_text, sql
+import time
+
+from ansible.module_utils.quantdb_pg import (
+    Stopwatch, backend_pid, connect, connection_argument_spec, is_lock_timeout, lock_failure, lock_holders, sha256_text,
+    sql)
 
 LOCK_KEY = 4242001  # advisory lock id for migrations (any constant unique to this tool)
+
+
+def advisory_wait_message(key, waited, holders):
+    """Why the migrations lock was not taken: who holds it, how long this run waited."""
+    held = ", ".join("pid %s app=%s" % (h["pid"], h["application_name"] or "?") for h in holders[:3])
+    return ("another run holds the migrations lock (advisory lock %d)%s; waited %ss (lock_wait_seconds); "
+            "nothing applied" % (key, (": " + held) if held else " (its holder has gone since)", waited))
+
+
+def take_migrations_lock(module, conn, result):
+    """pg_try_advisory_lock, retried with growing pauses for up to lock_wait_seconds: never a
+    wait without end behind a run that hangs."""
+    wait = max(0, module.params["lock_wait_seconds"])
+    start = time.monotonic()
+    pause = 0.1
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
+        left = wait - (time.monotonic() - start)
+        if left <= 0:
+            holders = lock_holders(module, mode="ExclusiveLock", advisory_key=LOCK_KEY, exclude_pids=[backend_pid(conn)])
+            module.fail_json(msg=advisory_wait_message(LOCK_KEY, wait, holders), **result)
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 2.0)
 
 
 def validate(module, migrations):
@@ -106,6 +143,7 @@ def main():
         migrations=dict(type="list", elements="dict", required=True),
         table=dict(type="str", default="schema_migrations"),
         allow_checksum_mismatch=dict(type="bool", default=False),
+        lock_wait_seconds=dict(type="int", default=60),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     migrations = validate(module, module.params["migrations"])
@@ -115,7 +153,7 @@ def main():
     result = dict(changed=False, applied=[], pending=[], already_applied=[], checksum_mismatches=[], superseded=[],
                   queries=[])
     with conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        take_migrations_lock(module, conn, result)
         exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (module.params["table"],)).fetchone()[0]
         recorded = {}
         if exists:
@@ -167,7 +205,11 @@ def main():
                     conn.execute(item["sql"])
                     conn.execute(record, (version, item["name"], sha256_text(item["sql"]), watch.ms))
             except Exception as exc:  # psycopg.Error and friends: report which migration broke
-                module.fail_json(msg="migration %s (%s) failed: %s" % (version, item["name"], str(exc).strip()), **result)
+                if is_lock_timeout(exc):
+                    why = lock_failure(module, outcome="not applied", exclude_pids=[backend_pid(conn)])
+                else:
+                    why = str(exc).strip()
+                module.fail_json(msg="migration %s (%s) failed: %s" % (version, item["name"], why), **result)
             result["applied"].append(dict(version=version, name=item["name"], ms=watch.ms))
     module.exit_json(**result)
 

@@ -197,6 +197,137 @@ def transaction(module, conn, failure, result=None, refusals=None, on_rollback=N
         module.fail_json(msg=message, **(result or {}))
 
 
+# Waiting for a lock: every session has a lock_timeout (connect()), so a statement that cannot
+# get its lock fails with LockNotAvailable (SQLSTATE 55P03) instead of queueing; these name
+# the timeout and, read on a second connection, who holds (or queues ahead for) the lock.
+
+# PostgreSQL's table lock modes as pg_locks names them, weakest first, and the modes each one
+# conflicts with (the documentation's "Conflicting Lock Modes" table).
+LOCK_MODES = ("AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
+              "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
+LOCK_CONFLICTS = {
+    "AccessShareLock": LOCK_MODES[7:],
+    "RowShareLock": LOCK_MODES[6:],
+    "RowExclusiveLock": LOCK_MODES[4:],
+    "ShareUpdateExclusiveLock": LOCK_MODES[3:],
+    "ShareLock": LOCK_MODES[2:4] + LOCK_MODES[5:],
+    "ShareRowExclusiveLock": LOCK_MODES[2:],
+    "ExclusiveLock": LOCK_MODES[1:],
+    "AccessExclusiveLock": LOCK_MODES,
+}
+FIRST_NORMAL_OID = 16384   # relations below it are the system catalogs'
+
+# Granted or queued locks of other sessions that conflict with the wanted mode: on the given
+# relations, on the advisory lock given, or, with neither, on any user relation of this
+# database. The strongest first; a session's chunk locks after its hypertable's.
+LOCK_HOLDERS = """
+SELECT l.pid, coalesce(a.application_name, ''), l.mode, l.granted,
+       CASE WHEN l.locktype = 'relation' THEN coalesce(r.name, l.relation::text)
+            ELSE 'advisory lock ' || ((l.classid::bigint << 32) | l.objid::bigint) END
+FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+LEFT JOIN LATERAL (SELECT format('%%I.%%I', n.nspname, c.relname) AS name, n.nspname = '_timescaledb_internal' AS chunk
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = l.relation) r ON true
+WHERE l.pid <> pg_backend_pid() AND l.pid <> ALL(%(exclude)s::int[]) AND l.mode = ANY(%(modes)s::text[])
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND CASE WHEN %(key)s::bigint IS NOT NULL
+           THEN l.locktype = 'advisory' AND l.objsubid = 1
+                AND ((l.classid::bigint << 32) | l.objid::bigint) = %(key)s::bigint
+           WHEN cardinality(%(relations)s::text[]) > 0
+           THEN l.locktype = 'relation'
+                AND l.relation IN (SELECT to_regclass(x)::oid FROM unnest(%(relations)s::text[]) x)
+           ELSE l.locktype = 'relation' AND l.relation::oid >= %(first_oid)s END
+ORDER BY l.granted DESC, array_position(%(order)s::text[], l.mode::text) DESC, r.chunk, l.pid
+LIMIT 200"""
+
+
+def is_lock_timeout(exc):
+    """Whether exc is PostgreSQL's LockNotAvailable (55P03): lock_timeout expired, or NOWAIT."""
+    return bool(HAS_PSYCOPG and isinstance(exc, psycopg.errors.LockNotAvailable))
+
+
+def lock_holders(module, relations=(), mode=None, advisory_key=None, exclude_pids=()):
+    """Sessions holding (or queued ahead for) a lock conflicting with `mode` (any mode when
+    None) on `relations`, or on the advisory lock `advisory_key`: dicts of pid,
+    application_name, mode, granted and relation, one per session, strongest lock first.
+    Read on a second, short connection made with the module's parameters; [] when they
+    cannot be read (the lock is gone, or the connection is refused)."""
+    if not HAS_PSYCOPG:
+        return []
+    modes = list(LOCK_CONFLICTS.get(mode, LOCK_MODES)) if mode else list(LOCK_MODES)
+    kwargs = conninfo_kwargs(module.params)
+    kwargs["application_name"] = (kwargs["application_name"] + " lock probe")[:63]
+    kwargs["connect_timeout"] = min(int(kwargs["connect_timeout"] or 5), 5)
+    try:
+        with psycopg.connect(autocommit=True, **kwargs) as probe:
+            probe.execute("SELECT set_config('statement_timeout', '5s', false)")
+            rows = probe.execute(LOCK_HOLDERS, dict(
+                exclude=[int(p) for p in exclude_pids if p], modes=modes, key=advisory_key,
+                relations=list(relations or []), first_oid=FIRST_NORMAL_OID, order=list(LOCK_MODES))).fetchall()
+    except psycopg.Error:
+        return []
+    holders, seen = [], set()
+    for pid, app, lock_mode, granted, relation in rows:
+        if pid in seen:
+            continue
+        seen.add(pid)
+        holders.append(dict(pid=pid, application_name=app, mode=lock_mode, granted=granted, relation=relation))
+    return holders
+
+
+def lock_timeout_message(lock_timeout, holders, target=None, outcome="nothing written"):
+    """The message of a lock that was not granted in time, e.g. "could not lock
+    public.ohlcv_data within lock_timeout=10s (held by pid 123 app=psql AccessExclusiveLock);
+    nothing written". `target` is what was to be locked when known (else the holders'
+    relations); a holder on another relation is named with it, a queued one as waiting."""
+    named = sorted(set(h["relation"] for h in holders)) if not target else None
+    what = target or (", ".join(named) if named else None)
+    parts = []
+    for holder in holders[:3]:
+        text = "pid %s app=%s %s" % (holder["pid"], holder.get("application_name") or "?", holder["mode"])
+        if holder.get("relation") and what and holder["relation"] != what and (target or len(named) > 1):
+            text += " on %s" % holder["relation"]
+        if not holder.get("granted", True):
+            text += " (waiting, ahead in the queue)"
+        parts.append(text)
+    if len(holders) > 3:
+        parts.append("%d more" % (len(holders) - 3))
+    why = ("held by " + ", ".join(parts)) if parts else "the holder could not be identified: it has gone since, or it is a row lock"
+    message = "%s within lock_timeout=%s (%s)" % ("could not lock " + what if what else "could not get a lock",
+                                                   lock_timeout or "0", why)
+    return "%s; %s" % (message, outcome) if outcome else message
+
+
+def lock_failure(module, relations=(), mode=None, target=None, outcome="nothing written", exclude_pids=()):
+    """lock_timeout_message() with the holders read now (lock_holders())."""
+    holders = lock_holders(module, relations, mode, exclude_pids=exclude_pids)
+    if target is None and len(relations or ()) == 1:
+        target = relations[0]
+    return lock_timeout_message(module.params.get("lock_timeout"), holders, target, outcome)
+
+
+def backend_pid(conn):
+    """The server pid of conn's session (None when it cannot be read)."""
+    try:
+        return conn.info.backend_pid
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def lock_aware(module, failure, conn=None, relations=(), mode=None, prefix=None, outcome="nothing written"):
+    """A transaction() `failure` that names the lock timeout and the lock's holders when a
+    statement was refused its lock (is_lock_timeout), and is `failure` otherwise. `prefix`,
+    when given, starts the lock message (say, the file name)."""
+    describe = failure if callable(failure) else database_failure(failure)
+    own_pid = backend_pid(conn) if conn is not None else None
+
+    def message(exc, lost=False, committing=False):
+        if is_lock_timeout(exc) and not lost:
+            text = lock_failure(module, relations, mode, outcome=outcome, exclude_pids=[own_pid])
+            return "%s: %s" % (prefix, text) if prefix else text
+        return describe(exc, lost=lost, committing=committing)
+    return message
+
+
 def statement_text(conn, query):
     """A statement as it reads in `queries`: composed SQL rendered, each line stripped."""
     if hasattr(query, "as_string"):
