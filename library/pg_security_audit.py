@@ -14,7 +14,8 @@ description:
     C(warning) or C(info)) and a message. Changes nothing, so it always reports C(changed=false)
     and runs in check mode too.
   - Checks are superusers beyond O(allowed_superusers); login roles without a password expiry
-    (C(rolvaliduntil) NULL or infinity) and roles whose password is stored as MD5; pg_hba rules
+    (C(rolvaliduntil) NULL or infinity), whose password expires within O(expiry_warning_days) of
+    O(as_of) or has expired, and roles whose password is stored as MD5; pg_hba rules
     (C(pg_hba_file_rules)) with C(trust), C(password), C(md5), an open address (C(all),
     C(0.0.0.0/0), C(::/0)) or a prefix shorter than O(min_prefix_ipv4) / O(min_prefix_ipv6), and
     rules the server could not parse; CREATE on schema C(public) for PUBLIC or any role but its
@@ -67,6 +68,17 @@ options:
       - When true, C(ssl=off) is C(critical); otherwise a C(warning).
     type: bool
     default: false
+  as_of:
+    description:
+      - Day (C(YYYY-MM-DD)) password expiries are judged on. Empty means the server's C(current_date).
+    type: str
+    default: ""
+  expiry_warning_days:
+    description:
+      - A login role whose password expires within this many days of O(as_of) is a C(warning)
+        (C(password_expiring)); one already expired is C(critical) (C(password_expired)).
+    type: int
+    default: 14
   accepted:
     description:
       - Finding ids reviewed and accepted; they are reported with severity C(info) and C(accepted=true).
@@ -135,7 +147,8 @@ from ansible.module_utils.quantdb_pg import connect, connection_argument_spec, p
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 CHECKS = ["superuser", "password_no_expiry", "password_md5", "hba_trust", "hba_password", "hba_md5",
           "hba_open_address", "hba_wide_cidr", "hba_error", "public_schema_create", "rls_missing",
-          "rls_table_missing", "ssl_off", "extension_not_allowed", "default_privileges", "default_privileges_public"]
+          "rls_table_missing", "ssl_off", "extension_not_allowed", "default_privileges", "default_privileges_public",
+          "password_expiring", "password_expired"]
 WRITE_PRIVILEGES = {"INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "CREATE", "USAGE"}
 DEFACL_TYPES = {"r": "tables", "S": "sequences", "f": "functions", "T": "types", "n": "schemas"}
 
@@ -211,12 +224,21 @@ def audit(cur, params):
             findings.append(("superuser", role, "critical", "role %s is a superuser" % role))
 
     cur.execute("""SELECT rolname, rolvaliduntil IS NULL OR rolvaliduntil = 'infinity',
-                          coalesce(rolpassword LIKE 'md5%%', false)
-                   FROM pg_authid WHERE rolcanlogin ORDER BY 1""")
-    for role, no_expiry, md5 in cur.fetchall():
+                          coalesce(rolpassword LIKE 'md5%%', false),
+                          CASE WHEN rolvaliduntil NOT IN ('infinity', '-infinity')
+                               THEN rolvaliduntil::date - coalesce(%(as_of)s::date, current_date) END,
+                          rolvaliduntil::date::text
+                   FROM pg_authid WHERE rolcanlogin ORDER BY 1""", dict(as_of=params["as_of"] or None))
+    for role, no_expiry, md5, days_left, until in cur.fetchall():
         if no_expiry and role not in params["expiry_exempt"]:
             findings.append(("password_no_expiry", role, "warning",
                              "login role %s has no password expiry (VALID UNTIL)" % role))
+        if days_left is not None and days_left < 0:
+            findings.append(("password_expired", role, "critical",
+                             "the password of login role %s expired on %s: it cannot log in" % (role, until)))
+        elif days_left is not None and days_left <= params["expiry_warning_days"]:
+            findings.append(("password_expiring", role, "warning",
+                             "the password of login role %s expires on %s, in %d days" % (role, until, days_left)))
         if md5:
             findings.append(("password_md5", role, "warning",
                              "role %s has an MD5 password hash (reset it under scram-sha-256)" % role))
@@ -289,6 +311,8 @@ def main():
                                 default=["plpgsql", "timescaledb", "pg_cron", "pg_prewarm", "pg_stat_statements",
                                          "amcheck"]),
         ssl_required=dict(type="bool", default=False),
+        as_of=dict(type="str", default=""),
+        expiry_warning_days=dict(type="int", default=14),
         accepted=dict(type="list", elements="str", default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -52,13 +52,13 @@ def test_a_bad_operation_input_fails_naming_it_before_anything_runs(tmp_path):
 def test_the_audit_runs_from_the_controller_over_tcp(host, tmp_path):
     proc, report = audit("quant_platform", tmp_path / "tcp.json",
                          "-e", "quality_audit_from_controller=true", "-e", "quality_audit_login_host=127.0.0.1",
-                         "-e", "quality_audit_login_port=%s" % PUBLISHED_PORT, "-e", "quality_audit_login_user=quant_app",
-                         "-e", "quality_audit_login_password=%s" % lab_password("quant_app"), "-e", "quality_audit_ssl_mode=require")
+                         "-e", "quality_audit_login_port=%s" % PUBLISHED_PORT, "-e", "quality_audit_login_user=quant_audit",
+                         "-e", "quality_audit_login_password=%s" % lab_password("quant_audit"), "-e", "quality_audit_ssl_mode=require")
     assert proc.returncode == 0, flat(proc)[-3000:]
     assert "qdb-molecule-db1 -> localhost" in proc.stdout           # the module ran on the controller
-    assert lab_password("quant_app") not in proc.stdout + proc.stderr
+    assert lab_password("quant_audit") not in proc.stdout + proc.stderr
     assert report["rows_scanned"] == int(psql(host, "SELECT count(*) FROM ohlcv_data"))
-    # It was a TCP session of quant_app: the results it recorded are there.
+    # It was a TCP session of quant_audit: the results it recorded are there.
     assert psql(host, "SELECT count(*) FROM quality_audit_results WHERE run_id = %d" % report["run_id"]) == "14"
 
 
