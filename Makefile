@@ -71,6 +71,12 @@ dashboard: setup
 bench: lab-up site
 	@bash scripts/bench.sh
 
+# PgBouncer under 500 clients with max_connections 100, against direct connections (docs/pgbouncer.md):
+# pgbench inside the lab's database container; bench/results.json key pgbouncer_500_clients.
+.PHONY: bench-pgbouncer
+bench-pgbouncer: setup
+	python bench/pgbouncer.py
+
 psql:
 	@[ -n "$$SQL" ] || { echo 'usage: make psql SQL="select 1"' >&2; exit 2; }
 	@printf '%s\n' "$$SQL" | podman exec -i -u postgres $(LAB_DB) psql -XAtq -v ON_ERROR_STOP=1 -d $(DB)

@@ -51,3 +51,10 @@ ansible-playbook -i "$inventory" playbooks/bench.yml -e "bench_src=$src" -e "ben
     -e "bench_iterations=$iterations" -e "bench_warmup=$warmup" -e "bench_result=$raw" -e "bench_backup=${BENCH_BACKUP:-$backups}"
 python bench/report.py --raw "$raw" --out "$out" --scale "$scale" "${report_args[@]}"
 echo "bench: wrote $out"
+
+# PgBouncer: 500 clients through the pool against direct connections, on the lab's database
+# container (bench/pgbouncer.py; also `make bench-pgbouncer` alone). Its key in $out is its own.
+if [[ $scale == full && $inventory == inventory/lab ]]; then
+    echo "bench: PgBouncer, 500 clients (bench/pgbouncer.py)"
+    python bench/pgbouncer.py --results "$out" || echo "bench: the PgBouncer goal was not met (see above)"
+fi
