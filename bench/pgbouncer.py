@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""PgBouncer load benchmark (docs/benchmarks.md#pgbouncer-500-clients, docs/pgbouncer.md).
+
+pgbench runs inside the database container (no network noise), over TCP with TLS to
+127.0.0.1, as a temporary login role with no connection limit of its own, with the quant
+reads of bench/pgbench/ (one ticker's last 250 sessions; one ticker's last year; equal
+weights), for the same duration at each step:
+
+  through PgBouncer (:6432, transaction pooling, default_pool_size 25): 10, 100, 500 clients
+  straight at PostgreSQL (:5432): 10, 50, 90 clients (the peak is the direct figure), then
+  500 clients, which must fail with "too many clients" (max_connections 100)
+
+Per step: tps (pgbench's, without the initial connection time), failed transactions, p50/p95
+latency from the per-transaction logs (pgbench -l: every transaction), and the server
+connections seen during the run. The result goes under the key `pgbouncer_500_clients` of
+bench/results.json (the other keys are kept). Passing: 0 failed at 500 clients through the
+pool, and its tps >= 90% of the direct peak.
+
+    python bench/pgbouncer.py [--host qdb-lab-db1] [--database quant_platform] [--seconds 30]
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORK = "/tmp/qdb-pgbouncer-bench"    # inside the container
+ROLE = "qdb_bench_pgb"
+SCRIPTS = ("single_ticker_250d.sql", "single_ticker_1y.sql")
+POOL_CLIENTS = (10, 100, 500)
+DIRECT_CLIENTS = (10, 50, 90)
+
+
+def podman(host, *args, user="root", env=None, check=True, input_text=None):
+    cmd = ["podman", "exec", "-i", "-u", user]
+    for key, value in (env or {}).items():
+        cmd += ["-e", "%s=%s" % (key, value)]
+    proc = subprocess.run(cmd + [host] + list(args), input=input_text, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        sys.exit("bench-pgbouncer: %s failed (%d): %s" % (" ".join(args)[:200], proc.returncode, proc.stderr[-2000:]))
+    return proc
+
+
+def sql(host, database, query):
+    return podman(host, "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", database, user="postgres",
+                  input_text=query).stdout.strip()
+
+
+def drop_role(host, database):
+    """The benchmark's role and its grants, gone (also what an interrupted run left)."""
+    sql(host, database, "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{r}') THEN"
+                        " REVOKE ALL ON ohlcv_data FROM {r}; REVOKE ALL ON SCHEMA public FROM {r};"
+                        " REVOKE ALL ON DATABASE {d} FROM {r}; DROP ROLE {r}; END IF; END $$".format(r=ROLE, d=database))
+
+
+def parse(out):
+    def grab(pattern, cast=float):
+        match = re.search(pattern, out)
+        return cast(match.group(1)) if match else None
+    return {"tps": grab(r"tps = ([0-9.]+) \(without initial connection time\)"),
+            "processed": grab(r"number of transactions actually processed: (\d+)", int),
+            "failed": grab(r"number of failed transactions: (\d+)", int),
+            "connection_ms": grab(r"initial connection time = ([0-9.]+) ms")}
+
+
+def percentiles(host, prefix):
+    """p50/p95/p99 in ms over every transaction of the per-transaction logs (third field: µs)."""
+    code = ("import glob, sys\n"
+            "v = sorted(int(l.split()[2]) for f in glob.glob(sys.argv[1] + '.*') for l in open(f) if l.strip())\n"
+            "q = lambda p: v[min(len(v) - 1, int(p * len(v)))] / 1000.0\n"
+            "print(len(v), q(0.50), q(0.95), q(0.99))\n")
+    count, p50, p95, p99 = podman(host, "python3", "-c", code, prefix).stdout.split()
+    return {"logged": int(count), "p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2),
+            "p99_ms": round(float(p99), 2)}
+
+
+def server_connections(host, database, stop, peak):
+    query = "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s'" % ROLE
+    while not stop.is_set():
+        proc = podman(host, "psql", "-XAtq", "-d", database, "-c", query, user="postgres", check=False)
+        if proc.returncode == 0 and proc.stdout.strip().isdigit():
+            peak[0] = max(peak[0], int(proc.stdout.strip()))
+        stop.wait(2.0)
+
+
+def pgbench(host, args, name, port, clients, seconds, password, variables, log=True):
+    prefix = "%s/%s" % (WORK, name)
+    podman(host, "sh", "-c", "rm -f %s.*" % prefix)
+    cmd = ["pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U", ROLE, "-c", str(clients), "-j", "2",
+           "-T", str(seconds), "--failures-detailed"]
+    if log:
+        cmd += ["-l", "--log-prefix=" + prefix]
+    for key, value in variables.items():
+        cmd += ["-D", "%s=%s" % (key, value)]
+    for script in SCRIPTS:
+        cmd += ["-f", "%s/%s" % (WORK, script)]
+    cmd.append(args.database)
+    stop, peak = threading.Event(), [0]
+    watcher = threading.Thread(target=server_connections, args=(host, args.database, stop, peak), daemon=True)
+    watcher.start()
+    started = time.time()
+    proc = podman(host, *cmd, user="postgres", env={"PGPASSWORD": password, "PGSSLMODE": "require"}, check=False)
+    stop.set()
+    watcher.join()
+    result = {"clients": clients, "port": port, "seconds": seconds, "rc": proc.returncode,
+              "wall_s": round(time.time() - started, 1), "server_connections_peak": peak[0]}
+    result.update(parse(proc.stdout))
+    if proc.returncode == 0 and log:
+        result.update(percentiles(host, prefix))
+    else:
+        lines = proc.stderr.splitlines()
+        errors = ([line for line in lines if "too many clients" in line]
+                  or [line for line in lines if "error" in line.lower() or "FATAL" in line])
+        result["error"] = errors[0][:300] if errors else proc.stderr[-300:]
+    label = "pool" if port == args.pool_port else "direct"
+    print("  %-6s %3d clients: rc %d, %s tps, failed %s, p95 %s ms, server connections <= %d%s" % (
+        label, clients, proc.returncode, result.get("tps"), result.get("failed"), result.get("p95_ms"), peak[0],
+        (", " + result["error"]) if "error" in result else ""), flush=True)
+    return result
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default=os.environ.get("BENCH_PGB_HOST", "qdb-lab-db1"), help="the database container")
+    p.add_argument("--database", default=os.environ.get("BENCH_PGB_DATABASE", "quant_platform"))
+    p.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_PGB_SECONDS", "30")))
+    p.add_argument("--pool-port", type=int, default=6432)
+    p.add_argument("--server-port", type=int, default=5432)
+    p.add_argument("--results", default=os.path.join(HERE, "results.json"))
+    p.add_argument("--raw", default=os.path.join(HERE, "..", "reports", "bench-pgbouncer.json"))
+    args = p.parse_args()
+
+    host, db = args.host, args.database
+    if podman(host, "systemctl", "is-active", "pgbouncer", check=False).stdout.strip() != "active":
+        sys.exit("bench-pgbouncer: PgBouncer is not running on %s (site.yml with the host in quantdb_pgbouncer)" % host)
+    pooled = podman(host, "grep", "-E", "^%s = " % db, "/etc/pgbouncer/pgbouncer.ini", check=False)
+    if pooled.returncode != 0:
+        sys.exit("bench-pgbouncer: %s is not in pgbouncer_databases on %s" % (db, host))
+    ntickers = int(sql(host, db, "SELECT count(DISTINCT ticker) FROM ohlcv_data WHERE region = 'US' AND ticker ~ '^US[0-9]{4}$'"))
+    if ntickers == 0:
+        sys.exit("bench-pgbouncer: no US bars in %s (make demo loads them)" % db)
+    start250 = sql(host, db, "SELECT to_char(min(date), 'YYYYMMDD') FROM (SELECT date FROM ohlcv_data"
+                             " WHERE region = 'US' AND ticker = 'US0000' ORDER BY date DESC LIMIT 250) s")
+    start1y = sql(host, db, "SELECT to_char(max(date) - INTERVAL '1 year', 'YYYYMMDD') FROM ohlcv_data"
+                            " WHERE region = 'US' AND ticker = 'US0000'")
+    settings = dict(line.split("|") for line in sql(host, db, "SELECT name, setting FROM pg_settings WHERE name IN"
+                                                              " ('max_connections', 'shared_buffers', 'ssl')").splitlines())
+    bars = int(sql(host, db, "SELECT count(*) FROM ohlcv_data"))
+    variables = {"ntickers": ntickers, "start250": start250, "start1y": start1y}
+
+    # A login role of the benchmark's own (SCRAM, no connection limit), dropped at the end.
+    password = secrets.token_urlsafe(24)
+    drop_role(host, db)
+    podman(host, "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", db, "-v", "pw=" + password, user="postgres",
+           input_text="SET password_encryption = 'scram-sha-256';\n"
+                      "CREATE ROLE %s LOGIN PASSWORD :'pw';\n"
+                      "GRANT CONNECT ON DATABASE %s TO %s; GRANT USAGE ON SCHEMA public TO %s;\n"
+                      "GRANT SELECT ON ohlcv_data TO %s;\n" % (ROLE, db, ROLE, ROLE, ROLE))
+    podman(host, "sh", "-c", "mkdir -p %s && chown postgres %s" % (WORK, WORK))
+    for script in SCRIPTS:
+        subprocess.run(["podman", "cp", os.path.join(HERE, "pgbench", script), "%s:%s/%s" % (host, WORK, script)],
+                       check=True)
+    load = podman(host, "cat", "/proc/loadavg").stdout.split()[0]
+    print("bench-pgbouncer: %s, database %s (%d bars, %d US tickers), %d s per step, max_connections %s,"
+          " load average %s" % (host, db, bars, ntickers, args.seconds, settings["max_connections"], load), flush=True)
+    try:
+        pgbench(host, args, "warmup", args.server_port, 10, 5, password, variables, log=False)
+        direct = [pgbench(host, args, "direct_%d" % n, args.server_port, n, args.seconds, password, variables)
+                  for n in DIRECT_CLIENTS]
+        pool = [pgbench(host, args, "pool_%d" % n, args.pool_port, n, args.seconds, password, variables)
+                for n in POOL_CLIENTS]
+        refused = pgbench(host, args, "direct_500", args.server_port, 500, 5, password, variables, log=False)
+    finally:
+        drop_role(host, db)
+        podman(host, "rm", "-rf", WORK, check=False)
+
+    peak = max(direct, key=lambda r: r["tps"] or 0)
+    p500 = pool[-1]
+    ratio = round((p500["tps"] or 0) / peak["tps"], 3) if peak["tps"] else None
+    refused_ok = refused["rc"] != 0 and "too many clients" in refused.get("error", "")
+    summary = {
+        "tps": p500["tps"], "p95_ms": p500.get("p95_ms"), "p50_ms": p500.get("p50_ms"), "failed": p500["failed"],
+        "direct_peak_tps": peak["tps"], "direct_peak_clients": peak["clients"], "ratio_to_direct_peak": ratio,
+        "goal": "0 failed, tps >= 90% of the direct peak",
+        "met": bool(p500["failed"] == 0 and p500["rc"] == 0 and ratio is not None and ratio >= 0.9 and refused_ok),
+        "direct_500_refused": refused_ok, "direct_500_error": refused.get("error"),
+        "pool": {str(r["clients"]): r for r in pool}, "direct": {str(r["clients"]): r for r in direct},
+        "setup": {"host": host, "database": db, "bars": bars, "us_tickers": ntickers, "seconds": args.seconds,
+                  "max_connections": int(settings["max_connections"]), "shared_buffers": settings["shared_buffers"],
+                  "pool_mode": "transaction", "default_pool_size": 25, "tls": "sslmode=require client->pgbouncer"
+                  " and client->postgres; pgbouncer->postgres per server_tls_sslmode", "pgbench_threads": 2,
+                  "scripts": list(SCRIPTS), "start250": start250, "start1y": start1y, "load_average_at_start": float(load)},
+        "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    os.makedirs(os.path.dirname(args.raw), exist_ok=True)
+    with open(args.raw, "w") as handle:
+        json.dump(summary, handle, indent=2)
+    results = {}
+    if os.path.exists(args.results):
+        with open(args.results) as handle:
+            results = json.load(handle)
+    results["pgbouncer_500_clients"] = summary
+    with open(args.results + ".tmp", "w") as handle:
+        json.dump(results, handle, indent=2)
+        handle.write("\n")
+    os.replace(args.results + ".tmp", args.results)
+    print("bench-pgbouncer: 500 clients through PgBouncer %.1f tps (%.0f%% of the direct peak %.1f tps at %d clients),"
+          " p95 %s ms, failed %s; 500 straight at PostgreSQL: %s" % (
+              p500["tps"] or 0, 100 * (ratio or 0), peak["tps"], peak["clients"], p500.get("p95_ms"), p500["failed"],
+              "refused (too many clients)" if refused_ok else "NOT refused as expected"))
+    print("bench-pgbouncer: wrote %s (key pgbouncer_500_clients) and %s" % (args.results, args.raw))
+    return 0 if summary["met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
