@@ -154,8 +154,9 @@ import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.quantdb_pg import (backend_pid, connect, connection_argument_spec, is_lock_timeout,
-                                             lock_failure, psycopg, record_queries, resolve_ssl_mode, sql)
+from ansible.module_utils.quantdb_pg import (
+    backend_pid, connect, connection_argument_spec, is_lock_timeout, lock_failure, psycopg, record_queries,
+    resolve_ssl_mode, sql)
 
 HEADER = re.compile(r'^(?P<kind>[a-z]+(?: [a-z]+)*) "(?P<name>[^"]+)"(?P<location>,[^:]*)?:$')
 

@@ -292,8 +292,8 @@ def lock_timeout_message(lock_timeout, holders, target=None, outcome="nothing wr
     if len(holders) > 3:
         parts.append("%d more" % (len(holders) - 3))
     why = ("held by " + ", ".join(parts)) if parts else "the holder could not be identified: it has gone since, or it is a row lock"
-    message = "%s within lock_timeout=%s (%s)" % ("could not lock " + what if what else "could not get a lock",
-                                                   lock_timeout or "0", why)
+    subject = ("could not lock " + what) if what else "could not get a lock"
+    message = "%s within lock_timeout=%s (%s)" % (subject, lock_timeout or "0", why)
     return "%s; %s" % (message, outcome) if outcome else message
 
 
