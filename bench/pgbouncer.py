@@ -73,9 +73,11 @@ def percentiles(host, prefix):
     """p50/p95/p99 in ms over every transaction of the per-transaction logs (third field: µs)."""
     code = ("import glob, sys\n"
             "v = sorted(int(l.split()[2]) for f in glob.glob(sys.argv[1] + '.*') for l in open(f) if l.strip())\n"
-            "q = lambda p: v[min(len(v) - 1, int(p * len(v)))] / 1000.0\n"
+            "q = lambda p: v[min(len(v) - 1, int(p * len(v)))] / 1000.0 if v else -1\n"
             "print(len(v), q(0.50), q(0.95), q(0.99))\n")
     count, p50, p95, p99 = podman(host, "python3", "-c", code, prefix).stdout.split()
+    if int(count) == 0:
+        return {"logged": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None}
     return {"logged": int(count), "p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2),
             "p99_ms": round(float(p99), 2)}
 
@@ -118,8 +120,8 @@ def pgbench(host, args, name, port, clients, seconds, password, variables, log=T
         errors = ([line for line in lines if "too many clients" in line]
                   or [line for line in lines if "error" in line.lower() or "FATAL" in line])
         result["error"] = errors[0][:300] if errors else proc.stderr[-300:]
-    label = "pool" if port == args.pool_port else "direct"
-    print("  %-6s %3d clients: rc %d, %s tps, failed %s, p95 %s ms, server connections <= %d%s" % (
+    label = name if name.startswith("warmup") else ("pool" if port == args.pool_port else "direct")
+    print("  %-11s %3d clients: rc %d, %s tps, failed %s, p95 %s ms, server connections <= %d%s" % (
         label, clients, proc.returncode, result.get("tps"), result.get("failed"), result.get("p95_ms"), peak[0],
         (", " + result["error"]) if "error" in result else ""), flush=True)
     return result
@@ -173,6 +175,8 @@ def main():
         pgbench(host, args, "warmup", args.server_port, 10, 5, password, variables, log=False)
         direct = [pgbench(host, args, "direct_%d" % n, args.server_port, n, args.seconds, password, variables)
                   for n in DIRECT_CLIENTS]
+        # The pool starts empty (min_pool_size 0): fill it first, as the direct side was warmed.
+        pgbench(host, args, "warmup_pool", args.pool_port, 30, 10, password, variables, log=False)
         pool = [pgbench(host, args, "pool_%d" % n, args.pool_port, n, args.seconds, password, variables)
                 for n in POOL_CLIENTS]
         refused = pgbench(host, args, "direct_500", args.server_port, 500, 5, password, variables, log=False)
