@@ -131,6 +131,15 @@ def test_stats_user_reads_stats_and_pools_but_is_no_admin():
     assert proc.returncode != 0 and "not allowed" in proc.stderr, proc.stderr
 
 
+def test_check_diff_changes_nothing_and_bad_input_is_named(run_playbook):
+    check = run_playbook("playbooks/site.yml", "--tags", "pgbouncer", "--diff", check=True)
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert check.stats["changed"] == 0 and check.stats["failures"] == 0, check.stdout[-3000:]
+    bad = run_playbook("playbooks/site.yml", "--tags", "pgbouncer", "-e", "pgbouncer_min_pool_size=30")
+    assert bad.returncode != 0 and bad.stats["changed"] == 0
+    assert "pgbouncer_min_pool_size" in bad.stdout
+
+
 def test_reload_keeps_connected_clients(run_playbook, sh, ca_file):
     """A client inside a transaction when the configuration changes (a reload) goes on."""
     main_pid = sh("systemctl show -p MainPID --value pgbouncer").stdout.strip()
