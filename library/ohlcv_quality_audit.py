@@ -177,7 +177,7 @@ from datetime import date, datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.quantdb_ohlcv import HAS_UNIQUE_KEY, dedupe_statement, region_exchanges
-from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, psycopg, transaction
+from ansible.module_utils.quantdb_pg import Stopwatch, connect, connection_argument_spec, lock_aware, psycopg, transaction
 
 CHECKS = ["missing_sessions", "extra_sessions", "duplicates", "null_values", "ohlc_violations",
           "non_positive_prices", "negative_volume", "price_anomalies", "split_jumps",
@@ -585,7 +585,12 @@ def main():
     conn = connect(module)
     audit = Audit(module, conn)
     fixed = 0
-    with transaction(module, conn, "audit failed, nothing changed"):
+    # Reads ohlcv_data, deletes from it with fix, records into quality_audit_results: a lock held
+    # past lock_timeout fails naming its holder.
+    writes = p["fix"] or p["record_results"]
+    failure = lock_aware(module, "audit failed, nothing changed", conn, ["public.ohlcv_data", "public.quality_audit_results"],
+                         "RowExclusiveLock" if writes else "AccessShareLock", prefix="audit", outcome="nothing changed")
+    with transaction(module, conn, failure):
         # temp_buffers must be set before the session's first temp table.
         audit.q("SELECT set_config('temp_buffers', %s, false), set_config('work_mem', %s, true)",
                 (p["temp_buffers"], p["work_mem"]))
