@@ -62,7 +62,7 @@ options:
       - Extensions allowed in the database. Any other installed extension is a C(warning).
     type: list
     elements: str
-    default: [plpgsql, timescaledb, pg_cron, pg_prewarm, pg_stat_statements, amcheck]
+    default: [plpgsql, timescaledb, pg_cron, pg_prewarm, pg_stat_statements, amcheck, pgcrypto, pgaudit]
   ssl_required:
     description:
       - When true, C(ssl=off) is C(critical); otherwise a C(warning).
@@ -309,7 +309,7 @@ def main():
         rls_required_tables=dict(type="list", elements="str", default=[]),
         allowed_extensions=dict(type="list", elements="str",
                                 default=["plpgsql", "timescaledb", "pg_cron", "pg_prewarm", "pg_stat_statements",
-                                         "amcheck"]),
+                                         "amcheck", "pgcrypto", "pgaudit"]),
         ssl_required=dict(type="bool", default=False),
         as_of=dict(type="str", default=""),
         expiry_warning_days=dict(type="int", default=14),
