@@ -213,7 +213,7 @@ def test_the_staging_directory_is_root_s_and_empty_after_a_load(host, tmp, locks
     proc, report = ingest(path, "-e", "ingest_register_tickers=true")
     result, _seconds = task(report, "Load the bars")
     assert proc.returncode == 0 and result["new"] == 2, proc.stdout[-3000:]
-    assert result["file"] == "zzok.csv"
+    assert result["invocation"]["module_args"]["src"] == STAGING + "/zzok.csv"   # read from the staging directory
     assert sh("stat -c '%%U:%%G %%a' %s %s" % (os.path.dirname(STAGING), STAGING)).stdout.split("\n")[1] == "root:postgres 750"
     assert staged_files() == []
     assert psql(host, "SELECT count(*) FROM ohlcv_data WHERE ticker = 'ZZOK'", db=DB) == "2"
