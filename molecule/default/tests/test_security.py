@@ -149,3 +149,72 @@ def test_password_expiry_is_set_and_reported(host, tmp_path):
             {"name": "quant_app", "profile": "writer", "password": lab_password("quant_app"), "connection_limit": 50,
              "statement_timeout": "15min", "idle_in_transaction_session_timeout": "5min", "valid_until": "infinity"}]}))
         assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_api_keys_are_stored_encrypted_and_the_key_never_logged(host):
+    """roles/app_config: the lab's entry is stored encrypted; a changed value is rewritten once,
+    with neither the value nor the key in the log (every statement logged meanwhile) or in
+    pg_stat_statements; a wrong key fails, naming nothing secret."""
+    key = "lab-only-config-encryption-key"
+    assert psql(host, "SELECT pgp_sym_decrypt(api_key, '%s') FROM config WHERE name = 'vendor_prices'" % key) == \
+        "lab-only-vendor-api-key"
+    assert psql(host, "SELECT position(convert_to('lab-only-vendor-api-key', 'UTF8') IN api_key) FROM config") == "0"
+    value = "rotated-%s" % secrets.token_hex(8)
+    entries = {"app_config_api_keys": [{"name": "vendor_prices", "value": value}]}
+    psql(host, "ALTER SYSTEM SET log_statement = 'all'")
+    psql(host, "SELECT pg_reload_conf()")
+    psql(host, "SELECT pg_stat_statements_reset()")
+    offset = log_size(host)
+    try:
+        first = run_playbook(SITE, "--tags", "app_config", "-e", json.dumps(entries))
+        second = run_playbook(SITE, "--tags", "app_config", "-e", json.dumps(entries))
+        wrong = run_playbook(SITE, "--tags", "app_config", "-e", json.dumps(dict(entries, app_config_encryption_key="x" * 20)))
+    finally:
+        psql(host, "ALTER SYSTEM RESET log_statement")
+        psql(host, "SELECT pg_reload_conf()")
+        restore = run_playbook(SITE, "--tags", "app_config")
+    assert first.returncode == 0 and recap(first)["changed"] == 1, first.stdout[-3000:]
+    assert second.returncode == 0 and recap(second)["changed"] == 0, second.stdout[-3000:]
+    assert wrong.returncode != 0 and "x" * 20 not in wrong.stdout + wrong.stderr
+    assert restore.returncode == 0 and recap(restore)["changed"] == 1
+    log = log_since(host, offset)
+    statements = psql(host, "SELECT coalesce(string_agg(query, E'\\n'), '') FROM pg_stat_statements")
+    for secret in (value, key, "x" * 20):
+        assert secret not in log and secret not in statements, secret
+    assert psql(host, "SELECT pgp_sym_decrypt(api_key, '%s') FROM config WHERE name = 'vendor_prices'" % key) == \
+        "lab-only-vendor-api-key"
+
+
+def test_pgaudit_records_ddl_and_role_changes(host):
+    assert "pgaudit" in psql(host, "SHOW shared_preload_libraries")
+    assert psql(host, "SHOW pgaudit.log") == "ddl,role"
+    assert psql(host, "SELECT count(*) FROM pg_extension WHERE extname = 'pgaudit'") == "1"
+    offset = log_size(host)
+    psql(host, "CREATE TABLE audit_probe (i int); GRANT SELECT ON audit_probe TO reporting_user; DROP TABLE audit_probe")
+    log = log_since(host, offset)
+    assert "AUDIT: SESSION,1,1,DDL,CREATE TABLE,TABLE,public.audit_probe" in log, log[-2000:]
+    assert ",ROLE,GRANT,TABLE," in log and ",DDL,DROP TABLE," in log
+
+
+def test_team_rows_are_separated_by_row_level_security(host):
+    """access_row_security: a member of team_kr sees and writes team_kr's rows only."""
+    psql(host, "DROP TABLE IF EXISTS team_signals; DROP ROLE IF EXISTS team_kr; DROP ROLE IF EXISTS team_us; "
+               "CREATE TABLE team_signals (team name NOT NULL, signal text); "
+               "INSERT INTO team_signals VALUES ('team_kr', 'kr1'), ('team_us', 'us1'); "
+               "CREATE ROLE team_kr NOLOGIN; CREATE ROLE team_us NOLOGIN; GRANT team_kr TO quant_app")
+    rls = json.dumps({"access_row_security": [{"table": "team_signals", "column": "team"}]})
+    try:
+        first = run_playbook(SITE, "--tags", "access", "-e", rls)
+        again = run_playbook(SITE, "--tags", "access", "-e", rls)
+        assert first.returncode == 0, first.stdout[-3000:]
+        assert recap(again)["changed"] == 0, again.stdout[-3000:]
+        app = lab_password("quant_app")
+        assert psql_as(host, "quant_app", app, "SELECT string_agg(signal, ',') FROM team_signals").stdout.strip() == "kr1"
+        assert psql_as(host, "quant_app", app, "INSERT INTO team_signals VALUES ('team_kr', 'kr2')").rc == 0
+        out = psql_as(host, "quant_app", app, "INSERT INTO team_signals VALUES ('team_us', 'us2')")
+        assert out.rc != 0 and "row-level security policy" in out.stderr
+        assert psql_as(host, "reporting_user", lab_password("reporting_user"),
+                       "SELECT count(*) FROM team_signals").stdout.strip() == "0"
+        assert psql(host, "SELECT count(*) FROM team_signals") == "3"      # the owner sees every row
+    finally:
+        psql(host, "DROP TABLE IF EXISTS team_signals; DROP ROLE IF EXISTS team_kr; DROP ROLE IF EXISTS team_us")
