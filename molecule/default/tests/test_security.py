@@ -218,3 +218,21 @@ def test_team_rows_are_separated_by_row_level_security(host):
         assert psql(host, "SELECT count(*) FROM team_signals") == "3"      # the owner sees every row
     finally:
         psql(host, "DROP TABLE IF EXISTS team_signals; DROP ROLE IF EXISTS team_kr; DROP ROLE IF EXISTS team_us")
+
+
+PUBLISHED_PORT = "55433"   # molecule.yml publishes the container's 5432 here
+
+
+def test_quant_backup_is_refused_beyond_the_backup_host(host):
+    """quant_backup reads everything (pg_read_all_data): its reject line refuses it from the
+    network, where quant_app gets in; on the database host (pgBackRest's side) it still logs in."""
+    import psycopg
+    params = dict(host="127.0.0.1", port=PUBLISHED_PORT, dbname="quant_platform", connect_timeout=10)
+    with psycopg.connect(user="quant_app", password=lab_password("quant_app"), **params) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "quant_app"
+    try:
+        psycopg.connect(user="quant_backup", password=lab_password("quant_backup"), **params).close()
+        raise AssertionError("quant_backup connected from the network")
+    except psycopg.OperationalError as exc:
+        assert "pg_hba.conf rejects connection" in str(exc), str(exc)
+    assert psql_as(host, "quant_backup", lab_password("quant_backup"), "SELECT current_user").stdout.strip() == "quant_backup"
