@@ -10,11 +10,17 @@ come from podman's gateway, which the lab's pg_hba admits only as hostssl):
   at it connects with it, a client capped below it is refused;
 - the quality audit module, run on the controller (under --check: it audits, records nothing)
   with quality_audit_ssl_rootcert, connects with verify-full, and fails with a wrong CA;
+- a renewed certificate (a new name in tls_lab_subject_alt_names, site.yml --tags tls) is
+  served after a reload, the postmaster not restarted;
 and on the host: the files are root's, the key 0640 root:ssl-cert, PostgreSQL names them.
 """
 import datetime
+import json
 import os
 import re
+import socket
+import ssl
+import struct
 import sys
 
 import psycopg
@@ -155,3 +161,32 @@ def test_a_module_on_the_controller_refuses_a_server_another_ca_signed(other_ca,
     out = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0
     assert "sslmode=verify-full" in out and NOT_VERIFIED.search(out), out[-3000:]
+
+
+def served_certificate(ca):
+    """The certificate the server presents on the published port (PostgreSQL's SSLRequest, then
+    TLS verified against `ca` for 127.0.0.1)."""
+    with socket.create_connection(("127.0.0.1", PUBLISHED_PORT), timeout=10) as sock:
+        sock.sendall(struct.pack("!ii", 8, 80877103))
+        assert sock.recv(1) == b"S"
+        with ssl.create_default_context(cafile=ca).wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+            cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+
+
+def test_a_renewed_certificate_is_served_after_a_reload_without_restart(lab_ca):
+    converge = os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml")
+    started = SCENARIO.psql("SELECT pg_postmaster_start_time()", db="postgres")
+    assert "renewed.example" not in served_certificate(lab_ca)
+    try:
+        proc = SCENARIO.run_playbook(converge, "--tags", "tls", "-e", json.dumps({"tls_lab_subject_alt_names": ["renewed.example"]}))
+        assert proc.returncode == 0 and proc.stats["changed"] > 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert "renewed.example" in served_certificate(lab_ca)
+        with connect(sslmode="verify-full", sslrootcert=lab_ca) as conn:
+            assert session_tls(conn)[0]
+        assert SCENARIO.psql("SELECT pg_postmaster_start_time()", db="postgres") == started
+    finally:
+        back = SCENARIO.run_playbook(converge, "--tags", "tls")
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-2000:]
+    assert "renewed.example" not in served_certificate(lab_ca)
+    assert SCENARIO.psql("SELECT pg_postmaster_start_time()", db="postgres") == started
