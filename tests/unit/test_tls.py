@@ -154,7 +154,6 @@ CASE = """
         postgresql_ssl_cert_file: "{{ case.value.vars.postgresql_ssl_cert_file | default('') }}"
         postgresql_ssl_key_file: "{{ case.value.vars.postgresql_ssl_key_file | default('') }}"
         postgresql_hba_entries: "{{ case.value.vars.postgresql_hba_entries | default([]) }}"
-        tls_packages: []
     - name: Accepted
       ansible.builtin.set_fact:
         results: "{{ results | combine({case.key: 'accepted'}) }}"
