@@ -6,7 +6,7 @@ pgbench runs inside the database container (no network noise), over TCP with TLS
 reads of bench/pgbench/ (one ticker's last 250 sessions; one ticker's last year; equal
 weights), for the same duration at each step:
 
-  through PgBouncer (:6432, transaction pooling, default_pool_size 25): 10, 100, 500 clients
+  through PgBouncer (:6432, transaction pooling, the host's default_pool_size): 10, 100, 500 clients
   straight at PostgreSQL (:5432): 10, 50, 90 clients (the peak is the direct figure), then
   500 clients, which must fail with "too many clients" (max_connections 100)
 
@@ -155,6 +155,9 @@ def main():
     pooled = podman(host, "grep", "-E", "^%s = " % db, "/etc/pgbouncer/pgbouncer.ini", check=False)
     if pooled.returncode != 0:
         sys.exit("bench-pgbouncer: %s is not in pgbouncer_databases on %s" % (db, host))
+    ini = podman(host, "cat", "/etc/pgbouncer/pgbouncer.ini").stdout
+    pool_size = int(re.search(r"^default_pool_size = (\d+)", ini, re.M).group(1))
+    reserve = int(re.search(r"^reserve_pool_size = (\d+)", ini, re.M).group(1))
     ntickers = int(sql(host, db, "SELECT count(DISTINCT ticker) FROM ohlcv_data WHERE region = 'US' AND ticker ~ '^US[0-9]{4}$'"))
     if ntickers == 0:
         sys.exit("bench-pgbouncer: no US bars in %s (make demo loads them)" % db)
@@ -240,7 +243,7 @@ def main():
         "rounds": [{"direct": d, "pool_500": p} for d, p in pairs],
         "setup": {"host": host, "database": db, "bars": bars, "us_tickers": ntickers, "seconds": args.seconds,
                   "max_connections": int(settings["max_connections"]), "shared_buffers": settings["shared_buffers"],
-                  "pool_mode": "transaction", "default_pool_size": 25, "tls": "sslmode=require client->pgbouncer"
+                  "pool_mode": "transaction", "default_pool_size": pool_size, "reserve_pool_size": reserve, "tls": "sslmode=require client->pgbouncer"
                   " and client->postgres; pgbouncer->postgres per server_tls_sslmode", "pgbench_threads": 2,
                   "scripts": list(SCRIPTS), "start250": start250, "start1y": start1y, "load_average_at_start": float(load)},
         "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
