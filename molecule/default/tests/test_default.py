@@ -210,6 +210,8 @@ def test_noop_converge_changes_nothing_and_never_restarts(host):
     ("postgresql_hba_entries", '[{"type": "host", "database": "all", "user": "all", "address": "0.0.0.0/0", "method": "trust"}]'),
     ("postgresql_shared_buffers_ratio", "0.9"),
     ("schema_ohlcv_chunk_interval", "forever"),
+    # pgaudit next to TimescaleDB: a COPY into a hypertable would crash the server (issue 15).
+    ("postgresql_pgaudit_enabled", "true"),
 ])
 def test_bad_input_fails_before_any_change(host, var, value):
     before = psql(host, "SELECT pg_postmaster_start_time()")

@@ -372,7 +372,10 @@ def test_analyze_failing_after_the_commit_is_a_warning(host, tmp, empty_db):
     psql(host, "CREATE STATISTICS qdb_test_boom ON (qdb_test_boom(close)) FROM public.ohlcv_data", db=empty_db)
     try:
         path = write(tmp, "backfill.csv", HEADER + "ZZBF,US,2024-08-01,10,11,9,10,100\nZZBF,US,2024-08-02,10,11,9,10,100\n")
-        proc, result = ingest(path, "-e", "ingest_register_tickers=true", db=empty_db)
+        # The bulk path (indexes dropped and rebuilt) needs the table's owner: the postgres
+        # login, not quant_app, the ingest's default (docs/ingest.md).
+        proc, result = ingest(path, "-e", "ingest_register_tickers=true", "-e", "ingest_login_user=",
+                              "-e", "ingest_login_password=", db=empty_db)
         assert proc.returncode == 0, result
         assert (result["bulk"], result["new"], result["analyzed"], result["changed"]) == (True, 2, False, True)
         warnings = " ".join(result.get("warnings", []))
