@@ -218,7 +218,7 @@ def main():
     pool_runs = [pool[-1]] + [p for _, p in pairs]
 
     def median(runs, key):
-        values = sorted(r.get(key) for r in runs if r.get(key) is not None)
+        values = sorted(r.get(key) for r in runs if r.get(key) is not None and r["rc"] == 0)   # aborted runs out
         return values[len(values) // 2] if values else None   # the upper median of an even count
 
     p500 = {"tps": median(pool_runs, "tps"), "p95_ms": median(pool_runs, "p95_ms"), "p50_ms": median(pool_runs, "p50_ms"),
