@@ -115,7 +115,7 @@ def test_ohlcv_data_is_a_hypertable_with_yearly_chunks_and_unique_key(host):
 def test_migrations_recorded_in_order(host):
     assert psql(host, "SELECT string_agg(version || ' ' || name, ',' ORDER BY version) FROM schema_migrations") == (
         "0001 tickers,0002 ohlcv_data,0003 technical_analysis,0004 factor_scores,0005 ohlcv_monthly,"
-        "0006 market_data_support,0007 market_data_integrity")
+        "0006 market_data_support,0007 market_data_integrity,0008 app_config,0009 read_functions")
 
 
 def test_monthly_rollup_is_a_materialized_view_refreshed_by_pg_cron(host):

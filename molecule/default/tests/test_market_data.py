@@ -256,7 +256,7 @@ def test_schema_role_adopts_a_guide_built_database_once(host):
     assert psql(host, "SELECT count(*) || '/' || count(*) FILTER (WHERE close = 999) FROM ohlcv_data", db="qa_seed") == "732/0"
     assert psql(host, "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_ohlcv_ticker_region_date'", db="qa_seed") == \
         "CREATE UNIQUE INDEX idx_ohlcv_ticker_region_date ON public.ohlcv_data USING btree (ticker, region, date DESC)"
-    assert psql(host, "SELECT count(*) FROM schema_migrations", db="qa_seed") == "7"
+    assert psql(host, "SELECT count(*) FROM schema_migrations", db="qa_seed") == "9"
 
     proc = playbook("site.yml", *args)
     assert proc.returncode == 0
