@@ -4,14 +4,14 @@ and every address open to all or a wide range (all, samehost, samenet, 0.0.0.0/1
 unless postgresql_hba_allow_any_address. Runs the role's validate.yml with Ansible on the
 controller (no container): one playbook, each case in a block whose rescue records the message.
 """
-import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-PROJECT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from role_cases import case_verdicts  # noqa: E402
+
 GOOD = {"type": "host", "database": "all", "user": "quant_app", "address": "10.20.0.0/16", "method": "scram-sha-256"}
 REFUSED = {
     "open_ipv4_any": dict(GOOD, address="0.0.0.0/0"),
@@ -39,23 +39,6 @@ ACCEPTED = {
     "reject_any_address": dict(GOOD, user="quant_backup", address="all", method="reject"),
     "reject_open_ipv4": dict(GOOD, user="quant_backup", address="0.0.0.0/0", method="reject"),
 }
-PLAY = """
-- hosts: localhost
-  gather_facts: false
-  vars:
-    results: {}
-  tasks:
-    - name: Each case
-      ansible.builtin.include_tasks: %s
-      loop: "{{ cases | dict2items }}"
-      loop_control:
-        loop_var: case
-    - name: Results
-      ansible.builtin.copy:
-        content: "{{ results | to_json }}"
-        dest: "%s"
-        mode: "0644"
-"""
 CASE = """
 - name: One case
   block:
@@ -79,19 +62,7 @@ CASE = """
 
 @pytest.fixture(scope="module")
 def verdicts(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hba")
-    (tmp / "case.yml").write_text(CASE)
-    out = tmp / "results.json"
-    (tmp / "play.yml").write_text(PLAY % (tmp / "case.yml", out))
-    (tmp / "cases.json").write_text(json.dumps({"cases": dict(REFUSED, **ACCEPTED)}))
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"),
-               ANSIBLE_ROLES_PATH=os.path.join(PROJECT, "roles"))
-    proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
-         "-e", "ansible_python_interpreter=" + sys.executable, "-e", "@%s" % (tmp / "cases.json"), str(tmp / "play.yml")],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    return case_verdicts(tmp_path_factory.mktemp("hba"), CASE, dict(REFUSED, **ACCEPTED))
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))

@@ -14,7 +14,6 @@ import datetime
 import ipaddress
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -24,23 +23,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+sys.path.insert(0, os.path.dirname(__file__))
+from role_cases import ansible_playbook, case_verdicts  # noqa: E402
+
 PROJECT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HOST = "db1.quant.example.internal"
-
-
-def ansible_playbook(tmp, play, extra_vars=None, inventory=None):
-    (tmp / "play.yml").write_text(play)
-    (tmp / "vars.json").write_text(json.dumps(extra_vars or {}))
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"),
-               ANSIBLE_ROLES_PATH=os.path.join(PROJECT, "roles"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory or "localhost,",
-         "-c", "local", "-e", "ansible_python_interpreter=" + sys.executable, "-e", "@%s" % (tmp / "vars.json"),
-         str(tmp / "play.yml")],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
-    return json.loads(proc.stdout)
 
 
 def make_ca(name):
@@ -120,23 +107,6 @@ def test_lab_host_certificate_names_every_address_clients_use_and_is_signed_by_t
 
 # ---------------------------------------------------------------- input checks
 
-CASE_PLAY = """
-- hosts: localhost
-  gather_facts: false
-  vars:
-    results: {}
-  tasks:
-    - name: Each case
-      ansible.builtin.include_tasks: case.yml
-      loop: "{{ cases | dict2items }}"
-      loop_control:
-        loop_var: case
-    - name: Results
-      ansible.builtin.copy:
-        content: "{{ results | to_json }}"
-        dest: "%s"
-        mode: "0644"
-"""
 CASE = """
 - name: One case
   block:
@@ -197,10 +167,7 @@ def verdicts(tmp_path_factory):
         "pg_hostssl_with_ssl_off": pg(postgresql_ssl=False, postgresql_hba_entries=hostssl),
         "pg_hostssl_with_ssl_on": pg(postgresql_hba_entries=hostssl),
     }
-    (tmp / "case.yml").write_text(CASE)
-    out = tmp / "results.json"
-    ansible_playbook(tmp, CASE_PLAY % out, {"cases": cases})
-    return json.loads(out.read_text())
+    return case_verdicts(tmp, CASE, cases)
 
 
 @pytest.mark.parametrize("name", ["tls_none", "tls_all_three", "pg_snakeoil", "pg_cert_and_key", "pg_hostssl_with_ssl_on"])
