@@ -45,15 +45,30 @@ def ca_file(tmp_path_factory, sh):
     return str(path)
 
 
-def test_app_and_reporting_go_through_the_pool_over_tls_both_sides(psql):
+SERVER_SIDE = ("SELECT current_user, (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()),"
+               " coalesce(host(inet_client_addr()), 'socket'),"
+               " (SELECT a.application_name FROM pg_stat_activity a WHERE a.pid = pg_backend_pid())")
+
+
+def test_app_and_reporting_go_through_the_pool_over_the_socket(psql, sh):
+    """The default: PgBouncer reaches the PostgreSQL beside it over its Unix socket (no
+    network between them; no second TLS encryption in PgBouncer's one thread)."""
     assert psql("SHOW max_connections") == "100"
+    assert re.search(r"^quant_platform = host=/var/run/postgresql port=5432 ", sh("cat /etc/pgbouncer/pgbouncer.ini").stdout,
+                     re.M)
     for user in ("quant_app", "reporting_user"):
-        out = ok(pool("SELECT current_user, (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()),"
-                      " current_setting('application_name') = '', inet_client_addr()", user))
-        name, server_tls, _, client_addr = out.split("|")
-        assert name == user
-        assert server_tls == "t", "PgBouncer's connection to the server is not TLS"
-        assert client_addr == "127.0.0.1"   # the server sees PgBouncer, not the client
+        name, server_tls, origin, _ = ok(pool(SERVER_SIDE, user)).split("|")
+        assert (name, server_tls, origin) == (user, "f", "socket")
+
+
+def test_a_database_entry_over_tcp_uses_verified_server_tls(psql, sh):
+    """An entry with a host address (host_vars: quant_platform_tcp at 127.0.0.1) goes over TCP
+    with server_tls_sslmode verify-full against the tls role's CA."""
+    ini = sh("cat /etc/pgbouncer/pgbouncer.ini").stdout
+    assert "server_tls_sslmode = verify-full" in ini and "server_tls_ca_file = %s" % CA in ini
+    for user in ("quant_app", "reporting_user"):
+        name, server_tls, origin, _ = ok(pool(SERVER_SIDE, user, db="quant_platform_tcp")).split("|")
+        assert (name, server_tls, origin) == (user, "t", "127.0.0.1"), "PgBouncer's TCP connection is not TLS"
 
 
 def test_reporting_insert_denied_through_the_pool():
