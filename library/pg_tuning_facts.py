@@ -7,12 +7,16 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: pg_tuning_facts
-short_description: Compute PostgreSQL memory and parallelism settings from the host it runs on
+short_description: Compute PostgreSQL memory, parallelism and lock settings from the host it runs on
 description:
   - Reads the memory and CPUs the database server can really use on the target host, the
     smallest of C(/proc/meminfo) MemTotal, the cgroup memory limit (v1 or v2) and O(memory_mb);
     CPUs likewise from the affinity mask, a CFS quota and O(cpus).
-  - Returns the settings computed by C(module_utils/pg_tuning.py) (the operations guide's rules).
+  - Returns the settings computed by C(module_utils/pg_tuning.py) for memory (shared_buffers,
+    effective_cache_size, work_mem, maintenance_work_mem, autovacuum_work_mem), autovacuum_max_workers,
+    max_locks_per_transaction, WAL buffers, parallelism, jit and default_toast_compression. Each
+    rule, its reason and its source (timescaledb-tune, PGTune, the PostgreSQL documentation) is
+    in docs/site.md, "Tuning rules".
   - Read-only; never reports a change, so it runs unchanged in check mode.
 options:
   memory_mb:
@@ -28,7 +32,13 @@ options:
     type: int
     default: 100
   rules:
-    description: Overrides of the tuning rules (ratios and caps), see C(DEFAULT_RULES).
+    description:
+      - Overrides of the tuning rules, see C(DEFAULT_RULES) in C(module_utils/pg_tuning.py); an
+        unknown key fails the task.
+      - Ratios and caps (V(shared_buffers_ratio), V(work_mem_max_mb), V(maintenance_work_mem_max_mb),
+        V(autovacuum_work_mem_max_mb), ...); V(max_locks_per_transaction) and V(autovacuum_max_workers)
+        (0 computes them from memory and CPUs); V(jit) (boolean) and V(default_toast_compression)
+        (V(pglz) or V(lz4)).
     type: dict
     default: {}
 author: quantdb-ops maintainers (!UNKNOWN)
@@ -62,7 +72,16 @@ settings:
   description: postgresql.conf settings, values as strings (e.g. C(512MB)).
   returned: always
   type: dict
-  sample: {shared_buffers: 512MB, effective_cache_size: 1536MB, work_mem: 10MB}
+  sample:
+    shared_buffers: 512MB
+    effective_cache_size: 1536MB
+    work_mem: 10MB
+    maintenance_work_mem: 128MB
+    autovacuum_work_mem: 42MB
+    autovacuum_max_workers: "3"
+    max_locks_per_transaction: "128"
+    jit: "off"
+    default_toast_compression: lz4
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -144,6 +144,27 @@ def test_settings_equal_the_computed_values_for_the_container_memory_limit(host)
     assert psql(host, "SELECT count(*) FROM pg_settings WHERE pending_restart") == "0"
 
 
+def test_hypertables_and_their_new_chunks_have_the_autovacuum_parameters(host):
+    """The schema role's schema_autovacuum_settings (issue 16) on each hypertable, and TimescaleDB
+    copies them into a chunk created later (made in a DO block whose exception rolls it back)."""
+    wanted = ["autovacuum_analyze_scale_factor=0.002", "autovacuum_vacuum_insert_scale_factor=0.02",
+              "autovacuum_vacuum_scale_factor=0.01"]
+    for table in ("ohlcv_data", "technical_analysis", "factor_scores"):
+        options = psql(host, "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'public.%s'::regclass" % table)
+        assert sorted(options.split(",")) == wanted, (table, options)
+    out = host.run("runuser -u postgres -- psql -XAtq -d quant_platform -c %s",
+                   "DO $$ DECLARE r text; BEGIN "
+                   "INSERT INTO ohlcv_data (ticker, region, date, open, high, low, close, volume) "
+                   "VALUES ('ZZAV', 'KR', '1971-01-04', 1, 1, 1, 1, 0); "
+                   "SELECT array_to_string(c.reloptions, ',') INTO r FROM timescaledb_information.chunks k "
+                   "JOIN pg_class c ON c.oid = format('%I.%I', k.chunk_schema, k.chunk_name)::regclass "
+                   "WHERE k.hypertable_name = 'ohlcv_data' AND k.range_start <= '1971-01-04' AND k.range_end > '1971-01-04'; "
+                   "RAISE EXCEPTION 'new chunk: %', r; END $$")
+    assert out.rc != 0 and "new chunk: " in out.stderr, out.stderr
+    assert sorted(out.stderr.split("new chunk: ", 1)[1].split()[0].split(",")) == wanted, out.stderr
+    assert psql(host, "SELECT count(*) FROM ohlcv_data WHERE ticker = 'ZZAV'") == "0"
+
+
 def test_pg_hba_has_no_trust_and_no_open_address(host):
     rules = psql(host, "SELECT type || ' ' || array_to_string(database, ',') || ' ' || array_to_string(user_name, ',') "
                        "|| ' ' || coalesce(address, '-') || ' ' || auth_method FROM pg_hba_file_rules ORDER BY rule_number")
