@@ -2,19 +2,25 @@
 """Time the seed guide's SLO queries on the tuned database and on the naive one.
 
 Runs on the database host (next to PostgreSQL, as the quant team's research boxes do) with
-Debian's python3-psycopg and python3-numpy, connecting with ordinary libpq strings:
+Debian's python3-psycopg (its C implementation, python3-psycopg-c) and python3-numpy,
+connecting with ordinary libpq strings:
 
   python3 queries.py --dsn "dbname=bench" --naive-dsn "port=5433 dbname=bench_naive" \
       --iterations 200 --warmup 20
 
 Each query runs `warmup` times, then `iterations` times with parameters drawn from a seeded
 generator (the same draws for both setups), timed end to end on the client: execute, fetch,
-and decode into the arrays a backtest or an optimiser uses. Prints one JSON document.
+and decode into the arrays a backtest or an optimiser uses. Every bar read is timed on two
+paths in the same run, alternating: packed (one bytea of records per ticker, numpy.frombuffer)
+and plain rows (the SQL a quant engineer writes first, cursor.fetchall(), then numpy); both
+must return identical arrays on the first draw or the benchmark fails. Prints one JSON document.
 """
 import argparse
+import collections
 import datetime
 import json
 import os
+import platform
 import random
 import statistics
 import sys
@@ -42,6 +48,21 @@ CLOSES = ("SELECT ticker, string_agg(date_send(date) || float8send(coalesce(clos
 BAR_DTYPE = numpy.dtype([("date", ">i4"), ("open", ">f8"), ("high", ">f8"), ("low", ">f8"), ("close", ">f8"),
                          ("volume", ">f8")])
 CLOSE_DTYPE = numpy.dtype([("date", ">i4"), ("close", ">f8")])
+FIELDS = ["open", "high", "low", "close", "volume"]
+PG_EPOCH_DAYS = 10957            # 2000-01-01 (date_send's epoch) in days since 1970-01-01 (numpy's)
+# The plain path: one row per bar, the SQL a quant engineer writes first, fetched with psycopg's
+# default cursor (text results, decoded by its C implementation) and cursor.fetchall(), then
+# turned into the same arrays as the packed path with one numpy conversion of the rows.
+PLAIN_SINGLE = ("SELECT date, open, high, low, close, volume FROM ohlcv_data"
+                " WHERE ticker = %s AND region = %s AND date >= %s ORDER BY date")
+PLAIN_BARS = ("SELECT ticker, date, open, high, low, close, volume FROM ohlcv_data"
+              " WHERE region = %s AND ticker = ANY(%s) AND date >= %s ORDER BY ticker, date")
+PLAIN_CLOSES = ("SELECT ticker, date, close FROM ohlcv_data"
+                " WHERE region = %s AND ticker = ANY(%s) AND date >= %s ORDER BY ticker, date")
+ROW_DTYPE = numpy.dtype([("date", "datetime64[D]"), ("open", "f8"), ("high", "f8"), ("low", "f8"), ("close", "f8"),
+                         ("volume", "f8")])
+TICKER_ROW_DTYPE = numpy.dtype([("ticker", object)] + [(n, ROW_DTYPE[n]) for n in ROW_DTYPE.names])
+TICKER_CLOSE_DTYPE = numpy.dtype([("ticker", object), ("date", "datetime64[D]"), ("close", "f8")])
 # Monthly bars of one ticker over all years: the rollup where the setup has one, else the
 # aggregate over daily bars a user of the naive setup has to run.
 MONTHLY_ROLLUP = ("SELECT month, open, high, low, close, volume FROM ohlcv_monthly"
@@ -101,74 +122,223 @@ def draws(tickers, last, n, seed):
     return plan
 
 
-def read_packed(cur, sql, args, dtype):
-    """{ticker: record array, oldest first} from one of the packed queries above."""
-    cur.execute(sql, args)
-    return {ticker: numpy.frombuffer(packed, dtype)[::-1] for ticker, packed in cur.fetchall()}
-
-
-def run_single(cur, args):
-    """One ticker's dates and (n x 5) OHLCV array, oldest first."""
-    cur.execute(SINGLE, args)
-    packed = cur.fetchone()[0]
+def packed_bars(packed):
+    """One packed bytea -> (dates as datetime64[D], the OHLCV fields), oldest first."""
     bars = numpy.frombuffer(packed or b"", BAR_DTYPE)[::-1]
-    dates, ohlcv = bars["date"], bars[["open", "high", "low", "close", "volume"]]   # noqa: F841 (the client's work)
-    return len(dates)
+    return days(bars["date"]), bars[FIELDS]
 
 
-def run_bars(cur, args):
-    """The backtest: per ticker, its dates and an (n x 5) OHLCV array, oldest first."""
-    bars = read_packed(cur, BARS, args, BAR_DTYPE)
-    arrays = {t: (r["date"], r[["open", "high", "low", "close", "volume"]]) for t, r in bars.items()}
-    return sum(len(d) for d, _ in arrays.values())
+def packed_closes(packed):
+    """One packed bytea of close records -> (dates as datetime64[D], closes), oldest first."""
+    closes = numpy.frombuffer(packed or b"", CLOSE_DTYPE)[::-1]
+    return days(closes["date"]), closes["close"]
 
 
-def run_covariance(cur, args):
+def days(pg_days):
+    """Days since 2000-01-01 (date_send) -> datetime64[D]."""
+    return (pg_days.astype("i8") + PG_EPOCH_DAYS).view("datetime64[D]")
+
+
+def by_ticker(rows, dtype):
+    """Rows ordered by ticker -> [(ticker, structured array of its rows)], one numpy conversion."""
+    table = numpy.array(rows, dtype)
+    if not len(table):
+        return []
+    tickers = table["ticker"]
+    cuts = numpy.flatnonzero(tickers[1:] != tickers[:-1]) + 1
+    return [(part["ticker"][0], part) for part in numpy.split(table, cuts)]
+
+
+def covariance(tickers, closes):
     """The optimiser's input: daily log returns of every ticker on common sessions, covariance."""
-    tickers = args[1]
-    closes = read_packed(cur, CLOSES, args, CLOSE_DTYPE)
-    days = numpy.unique(numpy.concatenate([r["date"] for r in closes.values()]))
-    matrix = numpy.full((len(days), len(tickers)), numpy.nan)
+    sessions = numpy.unique(numpy.concatenate([dates for dates, _ in closes.values()]))
+    matrix = numpy.full((len(sessions), len(tickers)), numpy.nan)
     for j, ticker in enumerate(tickers):
-        r = closes.get(ticker)
-        if r is not None:
-            matrix[numpy.searchsorted(days, r["date"]), j] = r["close"]
+        if ticker in closes:
+            dates, close = closes[ticker]
+            matrix[numpy.searchsorted(sessions, dates), j] = close
     returns = numpy.diff(numpy.log(matrix), axis=0)
     returns = returns[~numpy.isnan(returns).any(axis=1)]     # sessions every ticker traded
-    covariance = numpy.cov(returns, rowvar=False)
-    assert covariance.shape == (len(tickers), len(tickers))
-    return sum(len(r) for r in closes.values())
+    cov = numpy.cov(returns, rowvar=False)
+    assert cov.shape == (len(tickers), len(tickers))
+    return cov
 
 
-def run_monthly(sql):
+# Each query's two paths return the same product, the arrays a backtest or an optimiser uses:
+#   single ticker: (dates datetime64[D], OHLCV fields float64), oldest first;
+#   backtest: {ticker: (dates, OHLCV fields)};
+#   covariance: ({ticker: (dates, closes)}, the covariance matrix).
+def packed_single(cur, args):
+    cur.execute(SINGLE, args)
+    return packed_bars(cur.fetchone()[0])
+
+
+def plain_single(cur, args):
+    cur.execute(PLAIN_SINGLE, args)
+    bars = numpy.array(cur.fetchall(), ROW_DTYPE)
+    return bars["date"], bars[FIELDS]
+
+
+def packed_backtest(cur, args):
+    cur.execute(BARS, args)
+    return {ticker: packed_bars(packed) for ticker, packed in cur.fetchall()}
+
+
+def plain_backtest(cur, args):
+    cur.execute(PLAIN_BARS, args)
+    return {ticker: (bars["date"], bars[FIELDS]) for ticker, bars in by_ticker(cur.fetchall(), TICKER_ROW_DTYPE)}
+
+
+def packed_covariance(cur, args):
+    cur.execute(CLOSES, args)
+    closes = {ticker: packed_closes(packed) for ticker, packed in cur.fetchall()}
+    return closes, covariance(args[1], closes)
+
+
+def plain_covariance(cur, args):
+    cur.execute(PLAIN_CLOSES, args)
+    closes = {ticker: (rows["date"], rows["close"]) for ticker, rows in by_ticker(cur.fetchall(), TICKER_CLOSE_DTYPE)}
+    return closes, covariance(args[1], closes)
+
+
+def rows_query(sql):
     def run(cur, args):
         cur.execute(sql, args)
-        return len(cur.fetchall())
+        return cur.fetchall()
     return run
 
 
-def block_counters(conn):
+# A query as timed: its packed path (what p50_ms/p95_ms measure) and SQL, its plain-row path and
+# SQL (None where it has no meaningful one: `note` says why), and how many bars a product holds.
+Query = collections.namedtuple("Query", "path packed sql plain plain_sql count note")
+NO_PLAIN_MONTHLY = ("no plain variant: the query already returns plain rows, about 12 a year, aggregated on the server"
+                    " (tuned: the ohlcv_monthly rollup; naive: time_bucket over the daily bars); fetching the daily"
+                    " bars to aggregate them on the client would be another query, not another path")
+
+
+def count_bars(product):
+    return len(product[0])
+
+
+def count_backtest(product):
+    return sum(len(dates) for dates, _ in product.values())
+
+
+def count_covariance(product):
+    return sum(len(dates) for dates, _ in product[0].values())
+
+
+def query_plan(rollup):
+    monthly = MONTHLY_ROLLUP if rollup else MONTHLY_RAW
+    single = Query("packed", packed_single, SINGLE, plain_single, PLAIN_SINGLE, count_bars, None)
+    return {
+        "single_ticker_250d": single,
+        "single_ticker_1y": single,
+        "single_ticker_10y": single,
+        "backtest_5y_50": Query("packed", packed_backtest, BARS, plain_backtest, PLAIN_BARS, count_backtest, None),
+        "portfolio_cov_100": Query("packed", packed_covariance, CLOSES, plain_covariance, PLAIN_CLOSES,
+                                   count_covariance, None),
+        "monthly_rollup": Query("rows", rows_query(monthly), monthly, None, None, len, NO_PLAIN_MONTHLY),
+    }
+
+
+def arrays(product, name="result"):
+    """(name, array in native byte order, contiguous) for every array of a product, in a fixed order."""
+    if isinstance(product, dict):
+        for key in sorted(product):
+            yield from arrays(product[key], "%s[%r]" % (name, key))
+    elif isinstance(product, (tuple, list)):
+        for i, part in enumerate(product):
+            yield from arrays(part, "%s[%d]" % (name, i))
+    elif product.dtype.names:
+        for field in product.dtype.names:
+            yield from arrays(product[field], "%s.%s" % (name, field))
+    else:
+        yield name, numpy.ascontiguousarray(product, product.dtype.newbyteorder("="))
+
+
+def difference(packed, plain):
+    """None when both products hold the same arrays bit for bit (dtype, shape, every byte), else what differs."""
+    left, right = list(arrays(packed)), list(arrays(plain))
+    if [n for n, _ in left] != [n for n, _ in right]:
+        return "different arrays: packed %s, plain %s" % ([n for n, _ in left], [n for n, _ in right])
+    for (name, a), (_, b) in zip(left, right):
+        if a.dtype != b.dtype or a.shape != b.shape:
+            return "%s: packed %s %s, plain %s %s" % (name, a.dtype, a.shape, b.dtype, b.shape)
+        if a.tobytes() != b.tobytes():
+            flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+            i = next(i for i in range(len(flat_a)) if flat_a[i].tobytes() != flat_b[i].tobytes())
+            return "%s[%d]: packed %r, plain %r" % (name, i, flat_a[i], flat_b[i])
+    return None
+
+
+def check_paths(conn, name, query, args):
+    """Run both paths on one draw and fail the benchmark unless their arrays are identical."""
+    packed = query.packed(conn.cursor(binary=True), args)
+    plain = query.plain(conn.cursor(), args)
+    wrong = difference(packed, plain)
+    if wrong:
+        raise SystemExit("bench: %s: the packed and the plain path return different arrays for %r: %s"
+                         % (name, args, wrong))
+    return {"draw": 0, "arrays": len(list(arrays(packed))), "bars": query.count(packed), "identical": True}
+
+
+def block_counters(conn, datid):
     """(hit, read) shared-buffer blocks of this database so far, own session's included."""
     conn.execute("SELECT pg_stat_force_next_flush()")
     conn.execute("SELECT pg_stat_clear_snapshot()")
-    return conn.execute("SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    hit, fetched = conn.execute("SELECT pg_stat_get_db_blocks_hit(%s::oid), pg_stat_get_db_blocks_fetched(%s::oid)",
+                                (datid, datid)).fetchone()
+    return hit, fetched - hit
 
 
-def time_query(conn, fn, params, warmup):
-    cur = conn.cursor(binary=True)
-    for args in params[:warmup]:
-        fn(cur, args)
-    samples, rows = [], 0
-    hit0, read0 = block_counters(conn)
-    for args in params[warmup:]:
-        t0 = time.perf_counter()
-        rows += fn(cur, args)
-        samples.append((time.perf_counter() - t0) * 1000.0)
-    hit1, read1 = block_counters(conn)
-    hit, read = hit1 - hit0, read1 - read0
-    # blocks PostgreSQL had to ask the kernel for (page cache or disk) during the timed runs
-    buffers = {"hit": hit, "read": read, "hit_ratio": round(hit / (hit + read), 4) if hit + read else None}
-    return samples, rows // max(1, len(samples)), buffers
+def alternate(paths, i):
+    """The paths of iteration i in the order they run: packed first on even iterations, plain on odd."""
+    return paths if i % 2 == 0 else paths[::-1]
+
+
+def draw_of(i, k, n):
+    """The draw path k runs at iteration i of n: packed draw i, plain draw i + n/2. Each path runs every
+    draw once, side by side in time, and neither reads the blocks the other has just read."""
+    return (i + k * (n // 2)) % n
+
+
+def time_query(conn, query, params, warmup):
+    """Time the packed path and, where there is one, the plain path, alternating within each
+    iteration; shared-buffer blocks counted around each run (outside the clock), per path."""
+    datid = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+    paths = [(0, "packed", query.packed, conn.cursor(binary=True))]
+    if query.plain:
+        paths.append((1, "plain", query.plain, conn.cursor()))
+    for i, args in enumerate(params[:warmup]):
+        for _, _, fn, cur in alternate(paths, i):
+            fn(cur, args)
+    timed = params[warmup:]
+    n = len(timed)
+    samples = {path: [] for _, path, _, _ in paths}
+    rows = dict.fromkeys(samples, 0)
+    blocks = {path: [0, 0] for path in samples}
+    last = block_counters(conn, datid)
+    for i in range(n):
+        for k, path, fn, cur in alternate(paths, i):
+            args = timed[draw_of(i, k, n)]
+            t0 = time.perf_counter()
+            product = fn(cur, args)
+            samples[path].append((time.perf_counter() - t0) * 1000.0)
+            rows[path] += query.count(product)
+            now = block_counters(conn, datid)
+            blocks[path][0] += now[0] - last[0]
+            blocks[path][1] += now[1] - last[1]
+            last = now
+    out = {}
+    for path, values in samples.items():
+        hit, read = blocks[path]
+        # blocks PostgreSQL had to ask the kernel for (page cache or disk) during this path's timed runs
+        out[path] = {"p50_ms": round(statistics.median(values), 3), "p95_ms": round(percentile(values, 0.95), 3),
+                     "max_ms": round(max(values), 3), "runs": len(values), "rows": rows[path] // max(1, len(values)),
+                     "buffers": {"hit": hit, "read": read,
+                                 "hit_ratio": round(hit / (hit + read), 4) if hit + read else None}}
+    return out
 
 
 def explain(conn, sql, args):
@@ -184,23 +354,16 @@ def explain(conn, sql, args):
             "relation_scans": count_scans(top)}
 
 
-def bench_setup(dsn, plan, warmup, has_rollup):
-    queries = {
-        "single_ticker_250d": (run_single, SINGLE),
-        "single_ticker_1y": (run_single, SINGLE),
-        "single_ticker_10y": (run_single, SINGLE),
-        "backtest_5y_50": (run_bars, BARS),
-        "portfolio_cov_100": (run_covariance, CLOSES),
-        "monthly_rollup": (run_monthly(MONTHLY_ROLLUP if has_rollup else MONTHLY_RAW),
-                           MONTHLY_ROLLUP if has_rollup else MONTHLY_RAW),
-    }
+def bench_setup(dsn, plan, warmup, rollup):
     out = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for name, (fn, sql) in queries.items():
-            samples, rows, buffers = time_query(conn, fn, plan[name], warmup)
-            out[name] = {"p50_ms": round(statistics.median(samples), 3), "p95_ms": round(percentile(samples, 0.95), 3),
-                         "max_ms": round(max(samples), 3), "runs": len(samples), "rows": rows, "buffers": buffers,
-                         "explain": explain(conn, sql, plan[name][-1])}
+        for name, query in query_plan(rollup).items():
+            check = check_paths(conn, name, query, plan[name][0]) if query.plain else None
+            timed = time_query(conn, query, plan[name], warmup)
+            out[name] = dict(timed["packed"], path=query.path, explain=explain(conn, query.sql, plan[name][-1]),
+                             plain=None, plain_check=check, plain_note=query.note)
+            if query.plain:
+                out[name]["plain"] = dict(timed["plain"], explain=explain(conn, query.plain_sql, plan[name][-1]))
     return out
 
 
@@ -260,6 +423,22 @@ def scrape_ms(url, n=20):
     return round(statistics.median(samples[2:]), 3)
 
 
+# psycopg's implementations that decode rows in C: Debian's python3-psycopg-c ("c") or the pip
+# binary build ("binary"). The pure-Python one ("python") is 2-4x slower on row fetches and would
+# make the plain path look slower than it is for anyone who installs psycopg properly.
+C_IMPLEMENTATIONS = ("binary", "c")
+
+
+def client_facts(impl=None):
+    """The client's psycopg implementation and versions; the benchmark refuses to run without C."""
+    impl = impl or psycopg.pq.__impl__
+    if impl not in C_IMPLEMENTATIONS:
+        raise SystemExit("bench: psycopg uses its %r implementation, not one in C %s: install python3-psycopg-c"
+                         " (Debian) or psycopg[binary] (pip)" % (impl, C_IMPLEMENTATIONS))
+    return {"psycopg": psycopg.__version__, "psycopg_impl": impl, "libpq": psycopg.pq.version(),
+            "numpy": numpy.__version__, "python": platform.python_version()}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dsn", required=True, help="libpq string of the tuned database")
@@ -269,13 +448,14 @@ def main():
     p.add_argument("--seed", type=int, default=20261125)
     p.add_argument("--exporter-url", default="")
     args = p.parse_args()
+    client = client_facts()
 
     tickers, last = universe(args.dsn)
     plan = draws(tickers, last, args.warmup + args.iterations, args.seed)
     result = {"generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "iterations": args.iterations, "warmup": args.warmup, "seed": args.seed,
               "tickers": {r: len(t) for r, t in tickers.items()}, "host": host_facts(),
-              "tuned": {}}
+              "client": client, "tuned": {}}
     # Timings first: the facts count every row, which reads the whole table through the cache.
     result["tuned"]["queries"] = bench_setup(args.dsn, plan, args.warmup, has_rollup(args.dsn))
     if args.naive_dsn:

@@ -42,6 +42,37 @@ def ratio(naive, tuned):
     return round(naive / tuned, 1) if naive and tuned else None
 
 
+def ratio2(slow, fast):
+    """plain over packed, two decimals (the paths are often within 2x of each other)."""
+    return round(slow / fast, 2) if slow and fast else None
+
+
+def plain_figures(name, q, n):
+    """The plain-row path of one query (bench/queries.py): p50/p95 on both setups, its ratio to the
+    packed path, the equality check of the first draw. None where the query has no plain variant,
+    or where the raw output predates the plain path."""
+    p = (q or {}).get("plain") or {}
+    np_ = ((n or {}).get("plain") or {}) if n else {}
+    checks = [c for c in ((q or {}).get("plain_check"), (n or {}).get("plain_check")) if c]
+    return {
+        "path": (q or {}).get("path") or DEFAULT_PATHS.get(name, "packed"),
+        "plain_path": "rows" if p else None,
+        "plain_p50_ms": p.get("p50_ms"), "plain_p95_ms": p.get("p95_ms"),
+        "naive_plain_p50_ms": np_.get("p50_ms"), "naive_plain_p95_ms": np_.get("p95_ms"),
+        "plain_to_packed": ratio2(p.get("p95_ms"), q["p95_ms"]),
+        "plain_to_packed_p50": ratio2(p.get("p50_ms"), q["p50_ms"]),
+        "naive_plain_to_packed": ratio2(np_.get("p95_ms"), n and n["p95_ms"]),
+        "plain_rows": p.get("rows"),
+        "plain_buffer_hit_ratio": p.get("buffers", {}).get("hit_ratio"),
+        "naive_plain_buffer_hit_ratio": np_.get("buffers", {}).get("hit_ratio"),
+        # queries.py fails the run when the paths differ, so a result holds True or nothing
+        "plain_identical": all(c.get("identical") for c in checks) if checks else None,
+        "plain_check": {"tuned": q.get("plain_check"), "naive": n.get("plain_check") if n else None} if checks else None,
+        "plain_note": (q or {}).get("plain_note"),
+        "plain_explain": p.get("explain"), "naive_plain_explain": np_.get("explain") or None,
+    }
+
+
 def build(raw, noop_seconds, noop_changed, scale):
     tuned, naive = raw["tuned"], raw.get("naive")
     queries = {}
@@ -54,8 +85,10 @@ def build(raw, noop_seconds, noop_changed, scale):
                          "buffer_hit_ratio": q.get("buffers", {}).get("hit_ratio"),
                          "naive_buffer_hit_ratio": n.get("buffers", {}).get("hit_ratio") if n else None,
                          "explain": q["explain"], "naive_explain": n["explain"] if n else None}
+        queries[name].update(plain_figures(name, q, n))
     loads = raw.get("loads", {})
     host = raw.get("host", {})
+    client = raw.get("client") or {}
     backups = raw.get("backups") or {}
     results = {
         "generated_at": raw["generated_at"],
@@ -65,7 +98,11 @@ def build(raw, noop_seconds, noop_changed, scale):
                                                      "container_limit_bytes": host.get("cgroup_limit_bytes")},
                 "versions": {"postgresql": tuned["facts"]["server_version"], "timescaledb": tuned["facts"]["timescaledb"],
                              "debian": host.get("debian"), "controller_python": platform.python_version(),
-                             "podman": podman_version()}},
+                             "podman": podman_version(), "psycopg": client.get("psycopg"), "numpy": client.get("numpy"),
+                             "client_python": client.get("python")},
+                # the benchmark client's psycopg implementation: "c" (python3-psycopg-c) or "binary"
+                # (pip); queries.py refuses the pure-Python one
+                "psycopg_impl": client.get("psycopg_impl")},
         "data": {"rows": tuned["facts"]["rows"], "tickers": raw["tickers"], "iterations": raw["iterations"],
                  "warmup": raw["warmup"], "seed": raw["seed"]},
         "queries": queries,
@@ -139,15 +176,56 @@ def pct(ratio):
     return "n/a" if ratio is None else "%.1f%%" % (100 * ratio)
 
 
+def times(ratio):
+    return "n/a" if ratio is None else "%.2fx" % ratio
+
+
+def identical(results):
+    """The equality check of the plain and the packed path, over every query that has both."""
+    verdicts = [q.get("plain_identical") for q in results["queries"].values() if q.get("plain_path")]
+    if not verdicts or any(v is None for v in verdicts):
+        return "not measured"
+    return "identical in every query" if all(verdicts) else "**differ**"
+
+
+# What the "path" column says: how the p50, p95 and naive p95 columns read the bars.
+PATHS = {"packed": "packed", "rows": "rows (server-side aggregate)"}
+# The path of a query in results written before queries.py recorded it.
+DEFAULT_PATHS = {"monthly_rollup": "rows"}
+
+
 def table(results):
-    lines = ["| query | seed SLO | p50 ms | p95 ms | naive p95 ms | naive / tuned | buffer hits tuned / naive |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| query | seed SLO | path | p50 ms | p95 ms | plain rows p50 ms | plain rows p95 ms | plain / packed p95 "
+             "| naive p95 ms | naive / tuned | naive plain rows p95 ms | buffer hits tuned / naive |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
     for name in QUERIES:
         q = results["queries"][name]
         slo = "< %s ms" % fmt(q["seed_slo_ms"]) if q["seed_slo_ms"] else "none"
-        lines.append("| %s | %s | %s | %s | %s | %sx | %s / %s |" % (
-            TITLES[name], slo, fmt(q["p50_ms"]), fmt(q["p95_ms"]), fmt(q["naive_p95_ms"]), fmt(q["ratio_p95"]),
+        path = q.get("path") or DEFAULT_PATHS.get(name, "packed")
+        # "none": the query has no plain variant (the note says why); "n/a": not measured
+        none = bool(q.get("plain_note"))
+        if none:
+            notes.append("%s: %s." % (TITLES[name], q["plain_note"]))
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %sx | %s | %s / %s |" % (
+            TITLES[name], slo, PATHS.get(path, path), fmt(q["p50_ms"]), fmt(q["p95_ms"]),
+            "none" if none else fmt(q.get("plain_p50_ms")), "none" if none else fmt(q.get("plain_p95_ms")),
+            "-" if none else times(q.get("plain_to_packed")), fmt(q["naive_p95_ms"]), fmt(q["ratio_p95"]),
+            "none" if none else fmt(q.get("naive_plain_p95_ms")),
             pct(q["buffer_hit_ratio"]), pct(q["naive_buffer_hit_ratio"])))
+    impl = results["box"].get("psycopg_impl")
+    lines += ["", "path: how p50, p95 and naive p95 read the bars; packed: one bytea of fixed-width records per ticker, "
+              "decoded by numpy.frombuffer. Plain rows: the same read as the SQL a quant engineer writes (one row per bar, "
+              "`cursor.fetchall()` through psycopg%s, then numpy), timed in the same run on the same draws, alternating "
+              "with the packed path; the run fails unless both return identical arrays on the first draw (this run: %s). "
+              "plain / packed: plain "
+              "rows p95 over packed p95 on the tuned setup (above 1: packed is faster)."
+              % (" %s (%s implementation)" % (results["box"]["versions"].get("psycopg"), impl) if impl else "",
+                 identical(results))]
+    if not any(q.get("plain_p95_ms") is not None for q in results["queries"].values()):
+        notes.append("The plain rows columns are n/a: these figures come from a run before the plain path was timed; "
+                     "the next `make bench` measures both.")
+    lines += [""] + notes if notes else []
     lines += ["", "| figure | value | goal | met |", "|---|---|---|---|"]
     for key, g in results["goals"].items():
         met = {True: "yes", False: "**no**", None: "not measured"}[g["met"]]

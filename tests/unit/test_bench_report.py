@@ -7,17 +7,44 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
 import report  # noqa: E402
 
 
-def raw(tuned_p95, naive_p95):
+NO_PLAIN = "no plain variant: the query already returns plain rows"
+
+
+def raw(tuned_p95, naive_p95, plain=None):
+    """queries.py's output; with `plain`, the plain-row path at `plain` times the packed one on
+    both setups (the monthly rollup without one), as queries.py writes it since issue 16."""
     def setup(p95, rollup):
+        queries = {q: {"p50_ms": p95 / 2, "p95_ms": p95, "rows": 10, "runs": 50, "explain": {},
+                       "buffers": {"hit": 99, "read": 1, "hit_ratio": 0.99}} for q in report.QUERIES}
+        if plain:
+            for name, q in queries.items():
+                if name == "monthly_rollup":
+                    q.update(path="rows", plain=None, plain_check=None, plain_note=NO_PLAIN)
+                    continue
+                q.update(path="packed", plain_note=None,
+                         plain_check={"draw": 0, "arrays": 6, "bars": 10, "identical": True},
+                         plain={"p50_ms": p95 / 2 * plain, "p95_ms": p95 * plain, "rows": 10, "runs": 50,
+                                "explain": {"planning_ms": 0.1}, "buffers": {"hit": 98, "read": 2, "hit_ratio": 0.98}})
         return {"facts": {"server_version": "17.12", "timescaledb": "2.19.3", "rows": 1000, "ohlcv_bytes": 2 ** 20,
                           "has_rollup": rollup},
-                "queries": {q: {"p50_ms": p95 / 2, "p95_ms": p95, "rows": 10, "runs": 50, "explain": {},
-                                "buffers": {"hit": 99, "read": 1, "hit_ratio": 0.99}} for q in report.QUERIES}}
-    return {"generated_at": "2026-11-25T00:00:00+00:00", "iterations": 50, "warmup": 5, "seed": 1,
-            "tickers": {"KR": 5, "US": 5}, "host": {"cpus": 2, "mem_total_bytes": 8 * 2 ** 30, "cgroup_limit_bytes": 2 ** 31},
-            "tuned": setup(tuned_p95, True), "naive": setup(naive_p95, False),
-            "loads": {"tuned": {"rows_per_s": 120000.0}, "naive": {"rows_per_s": 80000.0}},
-            "audit": {"seconds": 20.0}, "scrape_ms": None}
+                "queries": queries}
+    out = {"generated_at": "2026-11-25T00:00:00+00:00", "iterations": 50, "warmup": 5, "seed": 1,
+           "tickers": {"KR": 5, "US": 5}, "host": {"cpus": 2, "mem_total_bytes": 8 * 2 ** 30, "cgroup_limit_bytes": 2 ** 31},
+           "tuned": setup(tuned_p95, True), "naive": setup(naive_p95, False),
+           "loads": {"tuned": {"rows_per_s": 120000.0}, "naive": {"rows_per_s": 80000.0}},
+           "audit": {"seconds": 20.0}, "scrape_ms": None}
+    if plain:
+        out["client"] = {"psycopg": "3.2.6", "psycopg_impl": "c", "libpq": 170012, "numpy": "2.2.4", "python": "3.13.5"}
+    return out
+
+
+# The keys of bench/results.json before the plain path (other tools read them): all still there.
+OLD_QUERY_KEYS = {"p50_ms", "p95_ms", "naive_p95_ms", "naive_p50_ms", "ratio_p95", "rows", "runs", "seed_slo_ms",
+                  "buffer_hit_ratio", "naive_buffer_hit_ratio", "explain", "naive_explain"}
+OLD_TOP_KEYS = {"generated_at", "scale", "command", "box", "data", "queries", "ingest_rows_per_s", "naive_copy_rows_per_s",
+                "audit_seconds", "scrape_ms", "exporter", "noop_rerun_seconds", "noop_rerun_changed", "backup_full_seconds",
+                "backup_stored_ratio", "pitr_rto_seconds", "drill_rto_seconds", "backups", "ohlcv_bytes",
+                "naive_ohlcv_bytes", "setups", "goals"}
 
 
 def test_ratio_is_naive_over_tuned_and_goals_judge_both_directions():
@@ -45,7 +72,50 @@ def test_docs_block_is_replaced_between_the_markers_only(tmp_path):
     report.write_docs(str(page), report.build(raw(0.5, 10.0), 40.0, 0, "full"), "benchmarks.png")
     text = page.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
-    assert "| Single ticker, 250 days | < 100 ms | 0.25 | 0.50 | 10.0 | 20.0x | 99.0% / 99.0% |" in text
+    # which path each number used: the path column, then the plain rows columns (not measured in this raw)
+    assert ("| query | seed SLO | path | p50 ms | p95 ms | plain rows p50 ms | plain rows p95 ms | plain / packed p95 "
+            "| naive p95 ms | naive / tuned | naive plain rows p95 ms | buffer hits tuned / naive |") in text
+    assert "| Single ticker, 250 days | < 100 ms | packed | 0.25 | 0.50 | n/a | n/a | n/a | 10.0 | 20.0x | n/a | 99.0% / 99.0% |" in text
+
+
+def test_plain_path_figures_beside_the_packed_ones():
+    results = report.build(raw(0.5, 10.0, plain=3.0), 40.0, 0, "full")
+    q = results["queries"]["backtest_5y_50"]
+    assert OLD_QUERY_KEYS <= set(q) and OLD_TOP_KEYS <= set(results)
+    # p95_ms / naive_p95_ms stay the packed path; the plain rows path in its own keys
+    assert (q["path"], q["p50_ms"], q["p95_ms"], q["naive_p95_ms"], q["ratio_p95"]) == ("packed", 0.25, 0.5, 10.0, 20.0)
+    assert (q["plain_path"], q["plain_p50_ms"], q["plain_p95_ms"]) == ("rows", 0.75, 1.5)
+    assert (q["naive_plain_p50_ms"], q["naive_plain_p95_ms"]) == (15.0, 30.0)
+    assert q["plain_to_packed"] == 3.0 and q["plain_to_packed_p50"] == 3.0 and q["naive_plain_to_packed"] == 3.0
+    assert q["plain_identical"] is True and q["plain_check"]["tuned"]["identical"] is True
+    assert q["plain_buffer_hit_ratio"] == 0.98 and q["plain_explain"] == {"planning_ms": 0.1}
+    assert results["box"]["psycopg_impl"] == "c" and results["box"]["versions"]["psycopg"] == "3.2.6"
+    # goals judge the packed path, as before
+    assert results["goals"]["backtest_5y_50_p95_ms"]["value"] == 0.5
+    monthly = results["queries"]["monthly_rollup"]
+    assert (monthly["path"], monthly["plain_path"], monthly["plain_p95_ms"], monthly["plain_to_packed"]) == ("rows", None, None, None)
+    assert monthly["naive_plain_p95_ms"] is None and monthly["plain_note"] == NO_PLAIN and monthly["plain_identical"] is None
+    text = report.table(results)
+    assert ("| Single ticker, 250 days | < 100 ms | packed | 0.25 | 0.50 | 0.75 | 1.50 | 3.00x | 10.0 | 20.0x | 30.0 "
+            "| 99.0% / 99.0% |") in text
+    assert ("| Monthly rollup, one ticker, all years | none | rows (server-side aggregate) | 0.25 | 0.50 | none | none | - "
+            "| 10.0 | 20.0x | none |") in text
+    assert "Monthly rollup, one ticker, all years: %s." % NO_PLAIN in text
+    assert "psycopg 3.2.6 (c implementation)" in text and "this run: identical in every query" in text
+    json.dumps(results)
+
+
+def test_raw_output_before_the_plain_path_still_reports():
+    results = report.build(raw(0.5, 10.0), 40.0, 0, "full")
+    q = results["queries"]["single_ticker_1y"]
+    assert OLD_QUERY_KEYS <= set(q)
+    assert q["path"] == "packed" and q["plain_p95_ms"] is None and q["plain_to_packed"] is None
+    assert q["plain_identical"] is None and results["box"]["psycopg_impl"] is None
+    assert "this run: not measured" in report.table(results)
+    assert "The plain rows columns are n/a" in report.table(results)
+    assert "The plain rows columns are n/a" not in report.table(report.build(raw(0.5, 10.0, plain=2.0), 40.0, 0, "full"))
+    assert results["queries"]["monthly_rollup"]["path"] == "rows"          # what it always was
+    assert "| Monthly rollup, one ticker, all years | none | rows (server-side aggregate) | 0.25 | 0.50 | n/a |" in report.table(results)
 
 
 def test_backup_figures_are_judged_and_absent_ones_are_not_measured():
