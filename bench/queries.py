@@ -13,11 +13,14 @@ generator (the same draws for both setups), timed end to end on the client: exec
 and decode into the arrays a backtest or an optimiser uses. Every bar read is timed on two
 paths in the same run, alternating: packed (one bytea of records per ticker, numpy.frombuffer)
 and plain rows (the SQL a quant engineer writes first, cursor.fetchall(), then numpy); both
-must return identical arrays on the first draw or the benchmark fails. Prints one JSON document.
+must return identical arrays on the first draw or the benchmark fails. With --audit-floor-runs,
+times the quality audit's floor last (AUDIT_FLOOR: one pass over every bar computing the audit's
+per-bar expressions, aggregated on the server). Prints one JSON document.
 """
 import argparse
 import collections
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -70,6 +73,36 @@ MONTHLY_ROLLUP = ("SELECT month, open, high, low, close, volume FROM ohlcv_month
 MONTHLY_RAW = ("SELECT time_bucket(INTERVAL '1 month', date) AS month, first(open, date), max(high),"
                " min(low), last(close, date), sum(volume) FROM ohlcv_data"
                " WHERE ticker = %s AND region = %s GROUP BY month ORDER BY month")
+
+
+# The floor of the full quality audit (issue 16): one plain pass over every bar of ohlcv_data doing
+# the per-bar work of the audit's staging pass (library/ohlcv_quality_audit.py, Audit.stage), its
+# expressions taken as they are: the previous close from the same window (PARTITION BY ticker,
+# region ORDER BY date DESC, so the (ticker, region, date DESC) index feeds it without a sort, as
+# in the audit; lead() over it is the previous bar, lag() in date order), the NULL, OHLC and
+# price/volume predicates, the repeated-date flag and the log return; aggregated to one row of
+# counts, so nothing but that row reaches the client. No staging table, no second pass, no
+# statistics, no calendar: what is left of the audit's time above this is its own overhead.
+AUDIT_FLOOR = """SELECT count(*) AS bars,
+       count(*) FILTER (WHERE nulls) AS null_values,
+       count(*) FILTER (WHERE ohlc) AS ohlc_violations,
+       count(*) FILTER (WHERE nonpos) AS non_positive_prices,
+       count(*) FILTER (WHERE negvol) AS negative_volume,
+       count(*) FILTER (WHERE zeromove) AS zero_volume_moves,
+       count(*) FILTER (WHERE dup) AS duplicates,
+       count(r) AS log_returns
+FROM (SELECT (open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR volume IS NULL) AS nulls,
+             coalesce(high < greatest(open, close) OR low > least(open, close) OR high < low, false) AS ohlc,
+             coalesce(least(open, high, low, close) <= 0, false) AS nonpos,
+             coalesce(volume < 0, false) AS negvol,
+             coalesce(volume = 0 AND prev_close IS NOT NULL AND close <> prev_close, false) AS zeromove,
+             dup,
+             CASE WHEN close > 0 AND prev_close > 0 THEN ln(close) - ln(prev_close) END AS r
+      FROM (SELECT open, high, low, close, volume, lead(close) OVER w AS prev_close,
+                   coalesce(date = lead(date) OVER w, false) AS dup
+            FROM public.ohlcv_data
+            WINDOW w AS (PARTITION BY ticker, region ORDER BY date DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) b) f"""
+AUDIT_WORK_MEM = "256MB"          # the audit module's work_mem (its default, which bench.yml keeps)
 
 
 def percentile(values, q):
@@ -439,6 +472,24 @@ def client_facts(impl=None):
             "numpy": numpy.__version__, "python": platform.python_version()}
 
 
+def audit_floor(dsn, runs):
+    """Time AUDIT_FLOOR `runs` times on one connection with the audit's work_mem, end to end on
+    the client (execute and fetch its one row): the minimum, the median, every run, the counts
+    it returned and the statement with its SHA-256."""
+    seconds = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT set_config('work_mem', %s, false)", (AUDIT_WORK_MEM,))
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            cur = conn.execute(AUDIT_FLOOR)
+            row = cur.fetchone()
+            seconds.append(time.perf_counter() - t0)
+        counts = dict(zip([d.name for d in cur.description], row))
+    return {"min": round(min(seconds), 3), "median": round(statistics.median(seconds), 3), "runs": runs,
+            "seconds": [round(s, 3) for s in seconds], "counts": counts, "work_mem": AUDIT_WORK_MEM,
+            "sql_sha256": hashlib.sha256(AUDIT_FLOOR.encode()).hexdigest(), "sql": " ".join(AUDIT_FLOOR.split())}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dsn", required=True, help="libpq string of the tuned database")
@@ -447,6 +498,8 @@ def main():
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--seed", type=int, default=20261125)
     p.add_argument("--exporter-url", default="")
+    p.add_argument("--audit-floor-runs", type=int, default=0,
+                   help="time the audit's floor (AUDIT_FLOOR) this many times, last, right before the audit (0: not)")
     args = p.parse_args()
     client = client_facts()
 
@@ -463,6 +516,8 @@ def main():
         result["naive"]["facts"] = setup_facts(args.naive_dsn)
     result["tuned"]["facts"] = setup_facts(args.dsn)
     result["scrape_ms"] = scrape_ms(args.exporter_url)
+    # Last, so that the audit bench.yml runs next starts from the cache state the floor saw.
+    result["audit_floor"] = audit_floor(args.dsn, args.audit_floor_runs) if args.audit_floor_runs > 0 else None
     json.dump(result, sys.stdout, default=str)
     sys.stdout.write("\n")
 

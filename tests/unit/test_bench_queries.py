@@ -228,3 +228,68 @@ def test_a_query_without_plain_path_times_the_packed_one_alone():
     out = queries.time_query(conn, query, list(range(7)), warmup=2)
     assert set(out) == {"packed"} and out["packed"]["runs"] == 5 and out["packed"]["rows"] == 2
     assert conn.runs == list(range(7))
+
+
+def normal(sql):
+    return " ".join(sql.split())
+
+
+def test_the_audit_floor_computes_the_audits_own_per_bar_expressions():
+    """The floor is the audit's staging pass stripped to its per-bar work: every expression and
+    the window are the audit's (library/ohlcv_quality_audit.py), text for text."""
+    with open(os.path.join(PROJECT, "library", "ohlcv_quality_audit.py")) as handle:
+        audit = normal(handle.read())
+    floor = normal(queries.AUDIT_FLOOR)
+    for expression in [
+            "(open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR volume IS NULL) AS nulls",
+            "coalesce(high < greatest(open, close) OR low > least(open, close) OR high < low, false) AS ohlc",
+            "coalesce(least(open, high, low, close) <= 0, false) AS nonpos",
+            "coalesce(volume < 0, false) AS negvol",
+            "coalesce(volume = 0 AND prev_close IS NOT NULL AND close <> prev_close, false) AS zeromove",
+            "CASE WHEN close > 0 AND prev_close > 0 THEN ln(close) - ln(prev_close) END AS r",
+            "lead(close) OVER w AS prev_close", "coalesce(date = lead(date) OVER w, false) AS dup",
+            "WINDOW w AS (PARTITION BY ticker, region ORDER BY date DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"]:
+        assert expression in floor and expression in audit, expression
+    # every bar, one row of counts back, nothing else read
+    assert "FROM public.ohlcv_data WINDOW" in floor and "WHERE" not in floor.split("FROM public.ohlcv_data")[1]
+    assert floor.startswith("SELECT count(*) AS bars,") and "GROUP BY" not in floor and floor.count("FROM") == 3
+
+
+class FloorConn:
+    """Answers the floor's statement with one row of counts, each run taking the next of `delays`."""
+
+    def __init__(self, delays, clock):
+        self.delays, self.clock, self.statements = list(delays), clock, []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, sql, args=None):
+        self.statements.append((sql, args))
+        conn = self
+
+        class Result:
+            description = [type("Column", (), {"name": n}) for n in ("bars", "ohlc_violations", "log_returns")]
+
+            def fetchone(self):
+                if sql == queries.AUDIT_FLOOR:
+                    conn.clock[0] += conn.delays.pop(0)
+                return (9880, 0, 9860)
+        return Result()
+
+
+def test_the_audit_floor_reports_min_median_and_every_run(monkeypatch):
+    clock = [100.0]
+    conn = FloorConn([5.9, 5.6, 7.0], clock)
+    monkeypatch.setattr(queries.psycopg, "connect", lambda dsn, autocommit=False: conn)
+    monkeypatch.setattr(queries.time, "perf_counter", lambda: clock[0])
+    floor = queries.audit_floor("dbname=bench", 3)
+    assert (floor["min"], floor["median"], floor["runs"], floor["seconds"]) == (5.6, 5.9, 3, [5.9, 5.6, 7.0])
+    assert floor["counts"] == {"bars": 9880, "ohlc_violations": 0, "log_returns": 9860}
+    assert floor["sql"] == normal(queries.AUDIT_FLOOR) and len(floor["sql_sha256"]) == 64
+    # the audit's work_mem set first, then the statement alone, three times
+    assert conn.statements[0] == ("SELECT set_config('work_mem', %s, false)", ("256MB",))
+    assert [s for s, _ in conn.statements[1:]] == [queries.AUDIT_FLOOR] * 3

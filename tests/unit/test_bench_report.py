@@ -10,7 +10,7 @@ import report  # noqa: E402
 NO_PLAIN = "no plain variant: the query already returns plain rows"
 
 
-def raw(tuned_p95, naive_p95, plain=None):
+def raw(tuned_p95, naive_p95, plain=None, floor=None):
     """queries.py's output; with `plain`, the plain-row path at `plain` times the packed one on
     both setups (the monthly rollup without one), as queries.py writes it since issue 16."""
     def setup(p95, rollup):
@@ -33,6 +33,8 @@ def raw(tuned_p95, naive_p95, plain=None):
            "tuned": setup(tuned_p95, True), "naive": setup(naive_p95, False),
            "loads": {"tuned": {"rows_per_s": 120000.0}, "naive": {"rows_per_s": 80000.0}},
            "audit": {"seconds": 20.0}, "scrape_ms": None}
+    if floor:
+        out["audit_floor"] = floor
     if plain:
         out["client"] = {"psycopg": "3.2.6", "psycopg_impl": "c", "libpq": 170012, "numpy": "2.2.4", "python": "3.13.5"}
     return out
@@ -132,3 +134,59 @@ def test_backup_figures_are_judged_and_absent_ones_are_not_measured():
     results = report.build(raw(0.5, 10.0), 40.0, 0, "full")                  # no pgBackRest on the host
     assert results["goals"]["pitr_rto_seconds"]["met"] is None
     assert "Backups and restores: not measured" in report.table(results)
+
+
+# queries.py's audit_floor, as bench.yml's raw output carries it (issue 16)
+FLOOR = {"min": 5.6, "median": 5.8, "runs": 3, "seconds": [5.8, 5.6, 6.1], "work_mem": "256MB",
+         "counts": {"bars": 1000, "ohlc_violations": 0, "log_returns": 990},
+         "sql_sha256": "ab" * 32, "sql": "SELECT count(*) AS bars, ... FROM public.ohlcv_data WINDOW w AS (...)"}
+
+
+def test_the_audit_is_judged_against_its_floor():
+    data = raw(0.5, 10.0, floor=FLOOR)
+    data["audit"]["seconds"] = 25.9
+    results = report.build(data, 40.0, 0, "full")
+    assert OLD_TOP_KEYS <= set(results)                                      # every earlier key still there
+    assert results["audit_seconds"] == 25.9 and results["audit_floor_seconds"] == 5.6
+    assert results["audit_floor"] == FLOOR                                   # min, median, runs, the SQL and its hash
+    assert results["audit_to_floor"] == 4.62
+    assert results["goals"]["audit_vs_floor"] == {"goal": "<= 2.0", "value": 4.62, "met": False}
+    assert results["goals"]["audit_seconds"]["met"] is False
+    keys = list(results["goals"])
+    assert keys.index("audit_vs_floor") == keys.index("audit_seconds") + 1
+    text = report.table(results)
+    assert "| audit_vs_floor | 4.62 | <= 2.0 | **no** |" in text
+    assert "Audit: audit 25.9 s = 4.6x the floor 5.6 s." in text and "min of 3 runs" in text and "(median 5.8 s)" in text
+    assert report.audit_vs_floor(results) == "audit 25.9 s = 4.6x the floor 5.6 s"
+    json.dumps(results)
+
+
+def test_an_audit_within_twice_its_floor_meets_the_goal_and_small_floors_keep_their_digits():
+    data = raw(0.5, 10.0, floor=dict(FLOOR, min=0.016, median=0.019))
+    data["audit"]["seconds"] = 0.03
+    results = report.build(data, None, None, "small")
+    assert results["audit_to_floor"] == 1.88 and results["goals"]["audit_vs_floor"]["met"] is True
+    assert report.audit_vs_floor(results) == "audit 0.030 s = 1.9x the floor 0.016 s"
+
+
+def test_raw_output_without_the_floor_still_reports():
+    results = report.build(raw(0.5, 10.0), 40.0, 0, "full")                 # before issue 16, or bench_audit false
+    assert results["audit_floor_seconds"] is None and results["audit_floor"] is None and results["audit_to_floor"] is None
+    assert results["goals"]["audit_vs_floor"] == {"goal": "<= 2.0", "value": None, "met": None}
+    text = report.table(results)
+    assert "| audit_vs_floor | n/a | <= 2.0 | not measured |" in text
+    assert "Audit: the full quality audit took 20.0 s; its floor" in text and "not measured in this run" in text
+    data = raw(0.5, 10.0)
+    data["audit"] = None
+    assert "Audit: not measured." in report.table(report.build(data, 40.0, 0, "full"))
+
+
+def test_the_report_prints_the_audit_against_its_floor(tmp_path, monkeypatch, capsys):
+    data = raw(0.5, 10.0, floor=FLOOR)
+    data["audit"]["seconds"] = 25.9
+    (tmp_path / "raw.json").write_text(json.dumps(data))
+    out = tmp_path / "results.json"
+    monkeypatch.setattr(sys, "argv", ["report.py", "--raw", str(tmp_path / "raw.json"), "--out", str(out), "--scale", "small"])
+    report.main()
+    assert "bench: audit 25.9 s = 4.6x the floor 5.6 s (goal <= 2.0x)" in capsys.readouterr().out
+    assert json.loads(out.read_text())["audit_floor_seconds"] == 5.6

@@ -40,6 +40,10 @@ def test_every_query_is_timed_on_both_setups(first):
     assert results["queries"]["backtest_5y_50"]["rows"] > 10 * 450      # 10 tickers of a region, ~2 years
     assert results["ingest_rows_per_s"] > 0 and results["naive_copy_rows_per_s"] > 0
     assert results["audit_seconds"] > 0
+    # the audit's floor, timed right before it: one pass over every bar (bench/queries.py AUDIT_FLOOR)
+    assert results["audit_floor_seconds"] > 0 and results["audit_floor"]["runs"] == 3
+    assert results["audit_floor"]["counts"]["bars"] == results["data"]["rows"]
+    assert results["audit_to_floor"] > 0 and "audit_vs_floor" in results["goals"]
 
 
 def test_the_setups_differ_only_where_the_benchmark_says(first):
