@@ -7,7 +7,7 @@ reads of bench/pgbench/ (one ticker's last 250 sessions; one ticker's last year;
 weights), for the same duration at each step:
 
   through PgBouncer (:6432, transaction pooling, the host's default_pool_size): 10, 100, 500 clients
-  straight at PostgreSQL (:5432): 10, 50, 90 clients (the peak is the direct figure), then
+  straight at PostgreSQL (:5432): 5, 10, 50, 90 clients (the peak is the direct figure), then
   500 clients, which must fail with "too many clients" (max_connections 100)
 
 Per step: tps (pgbench's, without the initial connection time), failed transactions, p50/p95
@@ -39,7 +39,7 @@ WORK = "/tmp/qdb-pgbouncer-bench"    # inside the container
 ROLE = "qdb_bench_pgb_" + secrets.token_hex(4)
 SCRIPTS = ("single_ticker_250d.sql", "single_ticker_1y.sql")
 POOL_CLIENTS = (10, 100, 500)
-DIRECT_CLIENTS = (10, 50, 90)
+DIRECT_CLIENTS = (5, 10, 50, 90)
 
 
 def podman(host, *args, user="root", env=None, check=True, input_text=None):
