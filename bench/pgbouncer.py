@@ -153,6 +153,9 @@ def main():
     if podman(host, "systemctl", "is-active", "pgbouncer", check=False).stdout.strip() != "active":
         sys.exit("bench-pgbouncer: PgBouncer is not running on %s (site.yml with the host in quantdb_pgbouncer)" % host)
     pooled = podman(host, "grep", "-E", "^%s = " % db, "/etc/pgbouncer/pgbouncer.ini", check=False)
+    server_host = re.search(r"host=(\S+)", pooled.stdout)
+    server_path = ("Unix socket " + server_host.group(1) if server_host and server_host.group(1).startswith("/")
+                   else "TCP per server_tls_sslmode")
     if pooled.returncode != 0:
         sys.exit("bench-pgbouncer: %s is not in pgbouncer_databases on %s" % (db, host))
     ini = podman(host, "cat", "/etc/pgbouncer/pgbouncer.ini").stdout
@@ -244,7 +247,7 @@ def main():
         "setup": {"host": host, "database": db, "bars": bars, "us_tickers": ntickers, "seconds": args.seconds,
                   "max_connections": int(settings["max_connections"]), "shared_buffers": settings["shared_buffers"],
                   "pool_mode": "transaction", "default_pool_size": pool_size, "reserve_pool_size": reserve, "tls": "sslmode=require client->pgbouncer"
-                  " and client->postgres; pgbouncer->postgres per server_tls_sslmode", "pgbench_threads": 2,
+                  " and client->postgres; pgbouncer->postgres: " + server_path, "pgbench_threads": 2,
                   "scripts": list(SCRIPTS), "start250": start250, "start1y": start1y, "load_average_at_start": float(load)},
         "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
