@@ -44,10 +44,28 @@ def ansible_playbook(tmp, play, extra_vars=None, inventory=None):
     return json.loads(proc.stdout)
 
 
-def case_verdicts(tmp, case_tasks, cases):
-    """{case name: 'accepted' or the failure message}: case_tasks is the tasks file each case
-    runs (it sees `case.key` and `case.value`, and sets `results`)."""
-    (tmp / "case.yml").write_text(case_tasks)
+# Each case: its task (indented as an item of `block:`), then "accepted", or in the rescue the
+# messages of the failed loop items (validate.yml's range checks loop) and of the task itself.
+CASE_BLOCK = """
+- name: One case
+  block:
+%s
+    - name: Accepted
+      ansible.builtin.set_fact:
+        results: "{{ results | combine({case.key: 'accepted'}) }}"
+  rescue:
+    - name: Refused
+      ansible.builtin.set_fact:
+        results: "{{ results | combine({case.key: ((ansible_failed_result.results | default([]) | selectattr('failed', 'defined')
+                                                     | selectattr('failed') | map(attribute='msg') | list)
+                                                    + [ansible_failed_result.msg | default('failed')]) | join('; ')}) }}"
+"""
+
+
+def case_verdicts(tmp, case_task, cases):
+    """{case name: 'accepted' or the failure messages}: case_task is the one task each case
+    runs, as YAML indented four spaces (it sees `case.key` and `case.value`)."""
+    (tmp / "case.yml").write_text(CASE_BLOCK % case_task.strip("\n"))
     out = tmp / "results.json"
     ansible_playbook(tmp, CASES_PLAY % out, {"cases": cases})
     return json.loads(out.read_text())

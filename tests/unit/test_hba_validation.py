@@ -40,23 +40,12 @@ ACCEPTED = {
     "reject_open_ipv4": dict(GOOD, user="quant_backup", address="0.0.0.0/0", method="reject"),
 }
 CASE = """
-- name: One case
-  block:
     - name: Validate
       ansible.builtin.include_role:
         name: postgresql
         tasks_from: validate.yml
       vars:
         postgresql_hba_entries: ["{{ case.value }}"]
-    - name: Accepted
-      ansible.builtin.set_fact:
-        results: "{{ results | combine({case.key: 'accepted'}) }}"
-  rescue:
-    - name: Refused
-      ansible.builtin.set_fact:
-        results: "{{ results | combine({case.key: ((ansible_failed_result.results | default([]) | selectattr('failed', 'defined')
-                                                     | selectattr('failed') | map(attribute='msg') | list)
-                                                    + [ansible_failed_result.msg | default('failed')]) | join('; ')}) }}"
 """
 
 

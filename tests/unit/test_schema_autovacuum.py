@@ -31,26 +31,14 @@ ACCEPTED = {
     "nothing": {"schema_autovacuum_tables": [], "schema_autovacuum_settings": {}},
 }
 CASE = """
-- name: One case
-  block:
     - name: Validate
       ansible.builtin.include_role:
         name: schema
         tasks_from: validate.yml
       vars:
+        __defaults: "{{ lookup('ansible.builtin.file', '%s/roles/schema/defaults/main.yml') | from_yaml }}"
         schema_autovacuum_settings: "{{ case.value.schema_autovacuum_settings | default(__defaults.schema_autovacuum_settings) }}"
         schema_autovacuum_tables: "{{ case.value.schema_autovacuum_tables | default(__defaults.schema_autovacuum_tables) }}"
-    - name: Accepted
-      ansible.builtin.set_fact:
-        results: "{{ results | combine({case.key: 'accepted'}) }}"
-  rescue:
-    - name: Refused
-      ansible.builtin.set_fact:
-        results: "{{ results | combine({case.key: ((ansible_failed_result.results | default([]) | selectattr('failed', 'defined')
-                                                     | selectattr('failed') | map(attribute='msg') | list)
-                                                    + [ansible_failed_result.msg | default('failed')]) | join('; ')}) }}"
-  vars:
-    __defaults: "{{ lookup('ansible.builtin.file', '%s/roles/schema/defaults/main.yml') | from_yaml }}"
 """ % PROJECT
 
 
