@@ -13,7 +13,7 @@ cd "$here"
 
 lanes="${QDB_MOLECULE_LANES:-2}"
 [[ $lanes =~ ^[1-9]$ ]] || { echo "molecule-lanes: QDB_MOLECULE_LANES must be 1-9 (got '$lanes')" >&2; exit 2; }
-declare -A seconds=([default]=2350 [backup]=1100 [maintenance]=400 [monitoring]=300 [fresh_check]=210 [roles_alone]=180 [pgbouncer]=300)
+declare -A seconds=([default]=2270 [backup]=950 [maintenance]=380 [monitoring]=300 [fresh_check]=240 [roles_alone]=170 [pgbouncer]=310)
 
 scenarios=()
 for f in molecule/*/molecule.yml; do scenarios+=("$(basename "$(dirname "$f")")"); done
