@@ -6,7 +6,7 @@ pgbench runs inside the database container (no network noise), over TCP with TLS
 reads of bench/pgbench/ (one ticker's last 250 sessions; one ticker's last year; equal
 weights), for the same duration at each step:
 
-  through PgBouncer (:6432, transaction pooling, the host's default_pool_size): 10, 100, 500 clients
+  through PgBouncer (:6432, transaction pooling, the pool sized as below): 10, 100, 500 clients
   straight at PostgreSQL (:5432): 5, 10, 50, 90 clients (the peak is the direct figure), then
   500 clients, which must fail with "too many clients" (max_connections 100)
 
@@ -19,7 +19,22 @@ tps, p50 and p95 are the medians of those samples (each sample's p95 from its ow
 their sum. Passing: 0 failed at 500 clients through the
 pool, and its tps >= 90% of the direct peak.
 
+CPU placement: an application's clients run on machines of their own, so by default pgbench
+gets core 0 to itself and PostgreSQL (the postmaster, so every backend it forks) and PgBouncer
+share the other cores, in the direct and the pooled steps alike; the pooler's own CPU is thus
+taken from the database's, as on a host running both. --shared (BENCH_PGB_SHARED=1) lets
+everything share every core (the earlier runs); --load-cpus, --server-cpus and --pooler-cpus
+(BENCH_PGB_*_CPUS) set other placements. It is set from the host with taskset on the
+container's processes, recorded under `setup.cpus`, and undone at the end.
+
+Pool size: a transaction pool serves most when it holds as many server connections as the
+database serves best at once, so by default (--pool-size peak, BENCH_PGB_POOL_SIZE) the pooled
+steps run with `default_pool_size` set to the direct peak's client count (pgbouncer.ini edited
+in the container and reloaded; the original file put back and reloaded at the end). `keep`
+uses the host's configured size, a number sets that size.
+
     python bench/pgbouncer.py [--host qdb-lab-db1] [--database quant_platform] [--seconds 30]
+                              [--shared | --load-cpus 0 --server-cpus 1 [--pooler-cpus 1]]
 """
 import argparse
 import datetime
@@ -78,6 +93,41 @@ def parse(out):
             "connection_ms": grab(r"initial connection time = ([0-9.]+) ms")}
 
 
+def pin(host, server_cpus, pooler_cpus):
+    """Every PostgreSQL process of the container (the postmaster first: backends it forks
+    later inherit its mask) on server_cpus, PgBouncer on pooler_cpus; from the host, whose
+    root may set any process's affinity. Returns how many processes each got."""
+    placed = {"postgres": 0, "pgbouncer": 0}
+    top = subprocess.run(["podman", "top", host, "hpid", "comm"], capture_output=True, text=True, check=True)
+    for line in top.stdout.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 2 or fields[1] not in placed or not fields[0].isdigit():
+            continue
+        cpus = server_cpus if fields[1] == "postgres" else pooler_cpus
+        proc = subprocess.run(["taskset", "-a", "-cp", cpus, fields[0]], capture_output=True, text=True)
+        if proc.returncode == 0:
+            placed[fields[1]] += 1
+        elif "No such process" not in proc.stderr:   # a backend that just ended is fine
+            sys.exit("bench-pgbouncer: taskset %s %s failed: %s" % (cpus, fields[0], proc.stderr.strip()))
+    if not placed["postgres"] or not placed["pgbouncer"]:
+        sys.exit("bench-pgbouncer: found no %s process in %s to place" % (
+            "postgres" if not placed["postgres"] else "pgbouncer", host))
+    return placed
+
+
+def set_pool_size(host, size):
+    """default_pool_size set to size in pgbouncer.ini (the original kept beside it), or, with
+    None, the original put back; PgBouncer reloaded either way (clients stay connected)."""
+    ini, saved = "/etc/pgbouncer/pgbouncer.ini", WORK + "/pgbouncer.ini.orig"
+    if size is None:
+        podman(host, "cp", "-p", saved, ini)
+    else:
+        podman(host, "cp", "-p", ini, saved)
+        podman(host, "sed", "-i", "s/^default_pool_size = .*/default_pool_size = %d/" % size, ini)
+    podman(host, "systemctl", "reload", "pgbouncer")
+    time.sleep(1)
+
+
 def percentiles(host, prefix):
     """p50/p95/p99 in ms over every transaction of the per-transaction logs (third field: µs)."""
     code = ("import glob, sys\n"
@@ -103,7 +153,8 @@ def server_connections(host, database, stop, peak):
 def pgbench(host, args, name, port, clients, seconds, password, variables, log=True):
     prefix = "%s/%s" % (WORK, name)
     podman(host, "sh", "-c", "rm -f %s.*" % prefix)
-    cmd = ["pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U", ROLE, "-c", str(clients), "-j", "2",
+    cmd = (["taskset", "-c", args.load_cpus] if args.load_cpus else []) + [
+           "pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U", ROLE, "-c", str(clients), "-j", "2",
            "-T", str(seconds), "--failures-detailed"]
     if log:
         cmd += ["-l", "--log-prefix=" + prefix]
@@ -145,11 +196,35 @@ def main():
                    help="extra alternating runs of the direct peak and of 500 clients through the pool")
     p.add_argument("--pool-port", type=int, default=6432)
     p.add_argument("--server-port", type=int, default=5432)
+    p.add_argument("--shared", action="store_true", default=os.environ.get("BENCH_PGB_SHARED") == "1",
+                   help="pgbench, PgBouncer and PostgreSQL all on every core")
+    p.add_argument("--load-cpus", default=os.environ.get("BENCH_PGB_LOAD_CPUS") or None,
+                   help="cores for pgbench, as taskset -c takes them (default: 0)")
+    p.add_argument("--server-cpus", default=os.environ.get("BENCH_PGB_SERVER_CPUS") or None,
+                   help="cores for PostgreSQL (default: all but 0)")
+    p.add_argument("--pooler-cpus", default=os.environ.get("BENCH_PGB_POOLER_CPUS") or None,
+                   help="cores for PgBouncer (default: the server's)")
+    p.add_argument("--pool-size", default=os.environ.get("BENCH_PGB_POOL_SIZE", "peak"),
+                   help="peak (the direct peak's client count), keep (pgbouncer.ini's) or a number")
     p.add_argument("--results", default=os.path.join(HERE, "results.json"))
     p.add_argument("--raw", default=os.path.join(HERE, "..", "reports", "bench-pgbouncer.json"))
     args = p.parse_args()
 
     host, db = args.host, args.database
+    for name in ("load_cpus", "server_cpus", "pooler_cpus"):
+        value = getattr(args, name)
+        if value is not None and not re.fullmatch(r"[0-9]+([-,][0-9]+)*", value):
+            sys.exit("bench-pgbouncer: --%s must be a core list such as 0 or 0-1 or 0,2, not %r" % (name.replace("_", "-"), value))
+    cores = os.cpu_count() or 1
+    if args.shared or cores < 2:
+        args.load_cpus = args.server_cpus = args.pooler_cpus = None
+    elif args.load_cpus is None and args.server_cpus is None:
+        args.load_cpus, args.server_cpus = "0", ("1" if cores == 2 else "1-%d" % (cores - 1))
+    if (args.server_cpus is None) != (args.load_cpus is None):
+        sys.exit("bench-pgbouncer: give --load-cpus and --server-cpus together (or neither)")
+    args.pooler_cpus = args.pooler_cpus or args.server_cpus
+    if args.pool_size not in ("peak", "keep") and not (args.pool_size.isdigit() and int(args.pool_size) > 0):
+        sys.exit("bench-pgbouncer: --pool-size must be peak, keep or a positive number, not %r" % args.pool_size)
     if podman(host, "systemctl", "is-active", "pgbouncer", check=False).stdout.strip() != "active":
         sys.exit("bench-pgbouncer: PgBouncer is not running on %s (site.yml with the host in quantdb_pgbouncer)" % host)
     pooled = podman(host, "grep", "-E", "^%s = " % db, "/etc/pgbouncer/pgbouncer.ini", check=False)
@@ -188,7 +263,13 @@ def main():
     load = podman(host, "cat", "/proc/loadavg").stdout.split()[0]
     print("bench-pgbouncer: %s, database %s (%d bars, %d US tickers), %d s per step, max_connections %s,"
           " load average %s" % (host, db, bars, ntickers, args.seconds, settings["max_connections"], load), flush=True)
+    cpus = {"load": args.load_cpus or "any", "server": args.server_cpus or "any", "pooler": args.pooler_cpus or "any"}
+    configured_pool_size, pool_size_set = pool_size, False
     try:
+        if args.server_cpus:
+            cpus["processes"] = pin(host, args.server_cpus, args.pooler_cpus)
+            print("bench-pgbouncer: pgbench on cores %s, PostgreSQL on %s (%d processes), PgBouncer on %s" % (
+                args.load_cpus, args.server_cpus, cpus["processes"]["postgres"], args.pooler_cpus), flush=True)
         pgbench(host, args, "warmup", args.server_port, 10, 5, password, variables, log=False)
         # The top direct step: 90 clients, or what max_connections leaves beside the sessions
         # already there and the reserved slots (a lab with exporters and cron has some).
@@ -199,13 +280,17 @@ def main():
         steps = sorted(set(min(n, free - 3) for n in DIRECT_CLIENTS))
         direct = [pgbench(host, args, "direct_%d" % n, args.server_port, n, args.seconds, password, variables)
                   for n in steps]
+        best = max(direct, key=lambda r: r["tps"] or 0)["clients"]
+        size = {"peak": best, "keep": pool_size}.get(args.pool_size) or int(args.pool_size)
+        if size != pool_size:
+            set_pool_size(host, size)
+            pool_size_set = True
         # The pool starts empty (min_pool_size 0): fill it first, as the direct side was warmed.
         pgbench(host, args, "warmup_pool", args.pool_port, 30, 10, password, variables, log=False)
         pool = [pgbench(host, args, "pool_%d" % n, args.pool_port, n, args.seconds, password, variables)
                 for n in POOL_CLIENTS]
         # The box is shared (other containers come and go): the headline pair, the direct peak's
         # client count and 500 through the pool, again in alternation; the medians are reported.
-        best = max(direct, key=lambda r: r["tps"] or 0)["clients"]
         pairs = []
         for i in range(args.rounds):
             pairs.append((pgbench(host, args, "direct_%d_r%d" % (best, i + 1), args.server_port, best, args.seconds,
@@ -214,6 +299,11 @@ def main():
                                   password, variables)))
         refused = pgbench(host, args, "direct_500", args.server_port, 500, 5, password, variables, log=False)
     finally:
+        if pool_size_set:
+            set_pool_size(host, None)
+        if args.server_cpus:
+            every = "0-%d" % (os.cpu_count() - 1)
+            pin(host, every, every)
         drop_roles(host, db)
         podman(host, "rm", "-rf", WORK, check=False)
 
@@ -246,8 +336,9 @@ def main():
         "rounds": [{"direct": d, "pool_500": p} for d, p in pairs],
         "setup": {"host": host, "database": db, "bars": bars, "us_tickers": ntickers, "seconds": args.seconds,
                   "max_connections": int(settings["max_connections"]), "shared_buffers": settings["shared_buffers"],
-                  "pool_mode": "transaction", "default_pool_size": pool_size, "reserve_pool_size": reserve, "tls": "sslmode=require client->pgbouncer"
-                  " and client->postgres; pgbouncer->postgres: " + server_path, "pgbench_threads": 2,
+                  "pool_mode": "transaction", "default_pool_size": size, "configured_pool_size": configured_pool_size,
+                  "pool_size_rule": args.pool_size, "reserve_pool_size": reserve, "tls": "sslmode=require client->pgbouncer"
+                  " and client->postgres; pgbouncer->postgres: " + server_path, "pgbench_threads": 2, "cpus": cpus,
                   "scripts": list(SCRIPTS), "start250": start250, "start1y": start1y, "load_average_at_start": float(load)},
         "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
