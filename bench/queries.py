@@ -103,6 +103,7 @@ FROM (SELECT (open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR vo
             FROM public.ohlcv_data
             WINDOW w AS (PARTITION BY ticker, region ORDER BY date DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) b) f"""
 AUDIT_WORK_MEM = "256MB"          # the audit module's work_mem (its default, which bench.yml keeps)
+AUDIT_JIT = "on"                  # and its jit (option jit, default true), whatever the server's
 
 
 def percentile(values, q):
@@ -473,12 +474,12 @@ def client_facts(impl=None):
 
 
 def audit_floor(dsn, runs):
-    """Time AUDIT_FLOOR `runs` times on one connection with the audit's work_mem, end to end on
+    """Time AUDIT_FLOOR `runs` times on one connection with the audit's work_mem and jit, end to end on
     the client (execute and fetch its one row): the minimum, the median, every run, the counts
     it returned and the statement with its SHA-256."""
     seconds = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT set_config('work_mem', %s, false)", (AUDIT_WORK_MEM,))
+        conn.execute("SELECT set_config('work_mem', %s, false), set_config('jit', %s, false)", (AUDIT_WORK_MEM, AUDIT_JIT))
         for _ in range(runs):
             t0 = time.perf_counter()
             cur = conn.execute(AUDIT_FLOOR)
@@ -486,7 +487,7 @@ def audit_floor(dsn, runs):
             seconds.append(time.perf_counter() - t0)
         counts = dict(zip([d.name for d in cur.description], row))
     return {"min": round(min(seconds), 3), "median": round(statistics.median(seconds), 3), "runs": runs,
-            "seconds": [round(s, 3) for s in seconds], "counts": counts, "work_mem": AUDIT_WORK_MEM,
+            "seconds": [round(s, 3) for s in seconds], "counts": counts, "work_mem": AUDIT_WORK_MEM, "jit": AUDIT_JIT,
             "sql_sha256": hashlib.sha256(AUDIT_FLOOR.encode()).hexdigest(), "sql": " ".join(AUDIT_FLOOR.split())}
 
 

@@ -30,6 +30,9 @@ GOALS = {
     "single_ticker_10y_p95_ms": ("<=", 6.0), "backtest_5y_50_p95_ms": ("<=", 120.0),
     "portfolio_cov_100_p95_ms": ("<=", 250.0), "single_ticker_250d_vs_naive": (">=", 8.0),
     "backtest_5y_50_vs_naive": (">=", 2.5), "ingest_rows_per_s": (">=", 100000.0),
+    # Backfill through ohlcv_ingest against a plain single COPY into the guide's table, same run,
+    # and the nightly job (one session of every ticker into the full table), issue 16.
+    "ingest_vs_naive_copy": (">=", 2.0), "ingest_nightly_seconds": ("<=", 1.0),
     "audit_seconds": ("<=", 15.0),
     # The full audit against its floor: one plain ordered pass over every bar computing the same
     # per-bar expressions (bench/queries.py AUDIT_FLOOR), timed right before it (issue 16).
@@ -113,6 +116,11 @@ def build(raw, noop_seconds, noop_changed, scale):
         "queries": queries,
         "ingest_rows_per_s": loads.get("tuned", {}).get("rows_per_s"),
         "naive_copy_rows_per_s": loads.get("naive", {}).get("rows_per_s"),
+        "ingest_to_naive_copy": ratio2(loads.get("tuned", {}).get("rows_per_s"), loads.get("naive", {}).get("rows_per_s")),
+        # The nightly load (playbooks/bench.yml): the module's wall time, connect to commit, with
+        # validation, quarantine and upsert; "nightly" also has the Ansible task's own time.
+        "ingest_nightly_seconds": num((raw.get("nightly") or {}).get("seconds"), 3),
+        "ingest_nightly": raw.get("nightly"),
         "audit_seconds": (raw.get("audit") or {}).get("seconds"),
         # The audit's floor (bench/queries.py audit_floor): the minimum of its runs, and the
         # audit's time over it.
@@ -142,6 +150,8 @@ def goals(results):
     values = {
         "ingest_rows_per_s": results["ingest_rows_per_s"], "audit_seconds": results["audit_seconds"],
         "audit_vs_floor": results.get("audit_to_floor"),
+        "ingest_vs_naive_copy": results.get("ingest_to_naive_copy"),
+        "ingest_nightly_seconds": results.get("ingest_nightly_seconds"),
         "scrape_ms": results["scrape_ms"], "noop_rerun_seconds": results["noop_rerun_seconds"],
         "backup_full_seconds": results.get("backup_full_seconds"),
         "backup_stored_ratio": results.get("backup_stored_ratio"),
@@ -249,6 +259,7 @@ def table(results):
                  "{:,}".format(sum(results["data"]["tickers"].values())), results["data"]["iterations"],
                  results["data"]["warmup"], results["generated_at"], results["command"]),
               "", audit_line(results),
+              "", ingest_line(results),
               "", backups_line(results),
               "", exporter_line(results),
               "", "Size on disk of ohlcv_data (table, indexes, all chunks): %s MB tuned, %s MB naive; the seed guide "
@@ -269,6 +280,23 @@ def audit_line(results):
             "expressions (previous close, NULL/OHLC/price/volume predicates, log return), aggregated on the server; "
             "min of %s runs right before the audit (median %s s); goal: the audit within %sx its floor."
             % (audit_vs_floor(results), floor.get("runs"), secs(floor["median"]), GOALS["audit_vs_floor"][1]))
+
+
+def ingest_line(results):
+    """The backfill against a plain COPY, and the nightly load, as bench output and in the docs block."""
+    parts = []
+    if results.get("ingest_to_naive_copy") is not None:
+        parts.append("backfill through ohlcv_ingest %s rows/s = %.2fx a plain single COPY into the guide's table (%s rows/s, "
+                     "same run; goal %sx)" % ("{:,.0f}".format(results["ingest_rows_per_s"]), results["ingest_to_naive_copy"],
+                                              "{:,.0f}".format(results["naive_copy_rows_per_s"]),
+                                              GOALS["ingest_vs_naive_copy"][1]))
+    n = results.get("ingest_nightly")
+    if n:
+        parts.append("nightly load (%s bars of session %s into the full table, validation, quarantine and upsert) "
+                     "%s s from connect to commit (goal <= %s s), %s s as an Ansible task"
+                     % ("{:,}".format(int(n["rows"])), n["date"], secs(float(n["seconds"])),
+                        GOALS["ingest_nightly_seconds"][1], secs(float(n["task_seconds"]))))
+    return ("Ingest: " + "; ".join(parts) + ".") if parts else "Ingest: not measured."
 
 
 def audit_vs_floor(results):

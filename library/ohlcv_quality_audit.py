@@ -106,6 +106,14 @@ options:
     description: work_mem for the audit's sorts.
     type: str
     default: 256MB
+  jit:
+    description:
+      - JIT compilation for the audit's own transaction. The postgresql role turns C(jit) off
+        server-wide (short reads pay the compile); the audit's passes over every bar repay it
+        (on 6.2M bars, measured on the lab 2026-12-07, the full audit took 16.3-16.5 s with it
+        against 16.7-17.2 s without). Where the server has no JIT provider it changes nothing.
+    type: bool
+    default: true
   temp_buffers:
     description: temp_buffers for the audit's staging table.
     type: str
@@ -555,6 +563,7 @@ def main():
         stale_region_sessions=dict(type="int", default=0),
         region_exchanges=dict(type="dict", default=region_exchanges()),
         sample_size=dict(type="int", default=5), work_mem=dict(type="str", default="256MB"),
+        jit=dict(type="bool", default=True),
         temp_buffers=dict(type="str", default="256MB"),
         fix=dict(type="bool", default=False), record_results=dict(type="bool", default=True),
     )
@@ -592,8 +601,8 @@ def main():
                          "RowExclusiveLock" if writes else "AccessShareLock", prefix="audit", outcome="nothing changed")
     with transaction(module, conn, failure):
         # temp_buffers must be set before the session's first temp table.
-        audit.q("SELECT set_config('temp_buffers', %s, false), set_config('work_mem', %s, true)",
-                (p["temp_buffers"], p["work_mem"]))
+        audit.q("SELECT set_config('temp_buffers', %s, false), set_config('work_mem', %s, true),"
+                " set_config('jit', %s, true)", (p["temp_buffers"], p["work_mem"], "on" if p["jit"] else "off"))
         if p["fix"]:
             fixed = audit.fix_duplicates()
         try:

@@ -290,6 +290,7 @@ def test_the_audit_floor_reports_min_median_and_every_run(monkeypatch):
     assert (floor["min"], floor["median"], floor["runs"], floor["seconds"]) == (5.6, 5.9, 3, [5.9, 5.6, 7.0])
     assert floor["counts"] == {"bars": 9880, "ohlc_violations": 0, "log_returns": 9860}
     assert floor["sql"] == normal(queries.AUDIT_FLOOR) and len(floor["sql_sha256"]) == 64
-    # the audit's work_mem set first, then the statement alone, three times
-    assert conn.statements[0] == ("SELECT set_config('work_mem', %s, false)", ("256MB",))
+    # the audit's work_mem and jit set first (the module's defaults), then the statement alone, three times
+    assert conn.statements[0] == ("SELECT set_config('work_mem', %s, false), set_config('jit', %s, false)", ("256MB", "on"))
+    assert floor["work_mem"] == "256MB" and floor["jit"] == "on"
     assert [s for s, _ in conn.statements[1:]] == [queries.AUDIT_FLOOR] * 3

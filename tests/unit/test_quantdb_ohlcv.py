@@ -130,6 +130,7 @@ def test_the_prewarm_statement_has_one_home():
             for name in files:
                 if name.endswith((".py", ".yml", ".yaml", ".sh", ".j2", ".sql")):
                     with open(os.path.join(root, name), errors="replace") as handle:
-                        if re.search(r"newer_than\s*=>", handle.read()):
+                        # the prewarm's chunk choice (drop_chunks' newer_than elsewhere is another statement)
+                        if re.search(r"show_chunks\([^;]*newer_than\s*=>", handle.read()):
                             copies.append(os.path.relpath(os.path.join(root, name), PROJECT))
     assert not copies, copies

@@ -67,6 +67,16 @@ def test_results_carry_the_goals_and_the_box(first):
     assert results["goals"]["noop_rerun_seconds"]["met"] is None      # not measured at small scale
 
 
+def test_the_nightly_load_is_timed_and_taken_out_again(first):
+    """One session of every ticker (20 at small scale) through ohlcv_ingest into the loaded table;
+    the reuse test below shows the session was deleted again (the row count is the file's)."""
+    results, _ = first
+    nightly = results["ingest_nightly"]
+    assert int(nightly["new"]) == 20 and int(nightly["quarantined"]) == 0 and nightly["bulk"] in (False, "False")
+    assert 0 < results["ingest_nightly_seconds"] <= float(nightly["task_seconds"])
+    assert results["goals"]["ingest_nightly_seconds"]["met"] in (True, False)
+
+
 def test_a_second_run_reuses_the_loaded_databases(first, tmp_path):
     before, _ = first
     again, stdout = bench(tmp_path / "again.json", 10)
