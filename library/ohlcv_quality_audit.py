@@ -441,8 +441,10 @@ class Audit(object):
         self.q("""CREATE TEMP TABLE qa_gaps ON COMMIT DROP AS
                   SELECT sp.*, hi_n.n - lo_n.n + 1 - sp.on_sessions AS missing
                   FROM qa_span sp
-                  CROSS JOIN LATERAL (SELECT max(n) AS n FROM qa_sessions s WHERE s.exchange = sp.exchange AND s.session <= sp.hi) hi_n
-                  CROSS JOIN LATERAL (SELECT min(n) AS n FROM qa_sessions s WHERE s.exchange = sp.exchange AND s.session >= sp.lo) lo_n""")
+                  CROSS JOIN LATERAL (SELECT (SELECT n FROM qa_sessions s WHERE s.exchange = sp.exchange AND s.session <= sp.hi
+                                              ORDER BY s.session DESC LIMIT 1) AS n) hi_n
+                  CROSS JOIN LATERAL (SELECT (SELECT n FROM qa_sessions s WHERE s.exchange = sp.exchange AND s.session >= sp.lo
+                                              ORDER BY s.session LIMIT 1) AS n) lo_n""")
         self.q("SELECT coalesce(sum(missing), 0)::bigint, coalesce(sum(extra), 0)::bigint FROM qa_gaps")
         self.counts["missing_sessions"], self.counts["extra_sessions"] = self.cur.fetchone()
         # Samples: only for the few tickers with findings.
